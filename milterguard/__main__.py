@@ -1,0 +1,3 @@
+from milterguard.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""The `milterguard` command: one sub-command per module ``cmd_<name>.py``.
+
+Each command module exposes ``add_parser(subparsers)``, which registers its
+sub-parser and sets ``func`` (taking the parsed args, returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from milterguard import __version__
+from milterguard.errors import MilterguardError
+
+#: Sub-command modules, in the order `--help` lists them.
+COMMAND_MODULES = [
+    "run",
+    "check",
+    "replay",
+]
+
+DESCRIPTION = """\
+milterguard: a layered spam and attack defence for Postfix, as one milter.
+
+Postfix hands each SMTP session to `milterguard run` (smtpd_milters); the
+daemon gates on DNSBLs and HELO at connect, checks the envelope and
+greylists at RCPT, and matches phrase rules over decoded headers and body.
+Every finding is recorded so that bans, the site's own DNSBL zone and stats
+can be built from it.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="milterguard", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"milterguard {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"milterguard.cmd_{name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MilterguardError as exc:
+        print(f"milterguard: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

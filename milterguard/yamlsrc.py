@@ -1,0 +1,97 @@
+"""YAML loading that remembers where each value came from.
+
+Admins need "rules/pharmacy.yaml:14: rule pharm-1: field action: ..." rather
+than a bare KeyError, so mappings and lists loaded here carry their file and
+the line of each key/item.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from milterguard.errors import ConfigError
+
+
+class LDict(dict):
+    """A dict that knows its file and the line of each key (1-based)."""
+
+    file: str = ""
+    line: int = 0
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.lines: dict[Any, int] = {}
+
+    def line_of(self, key: Any) -> int:
+        return self.lines.get(key, self.line)
+
+    def error(self, message: str, key: Any = None, rule: str | None = None) -> ConfigError:
+        """A ConfigError pointing at this mapping, or at one of its keys."""
+        line = self.line_of(key) if key is not None else self.line
+        return ConfigError(message, file=self.file, line=line,
+                           field=None if key is None else str(key), rule=rule)
+
+
+class LList(list):
+    """A list that knows its file and the line of each item."""
+
+    file: str = ""
+    line: int = 0
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.lines: list[int] = []
+
+    def line_of(self, index: int) -> int:
+        return self.lines[index] if index < len(self.lines) else self.line
+
+
+def _construct(node: yaml.Node, file: str, loader: yaml.SafeLoader) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out = LDict()
+        out.file, out.line = file, node.start_mark.line + 1
+        for key_node, value_node in node.value:
+            key = _construct(key_node, file, loader)
+            if key in out:
+                raise ConfigError(f"duplicate key {key!r}", file=file,
+                                  line=key_node.start_mark.line + 1, field=str(key))
+            out[key] = _construct(value_node, file, loader)
+            out.lines[key] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        seq = LList()
+        seq.file, seq.line = file, node.start_mark.line + 1
+        for item in node.value:
+            seq.append(_construct(item, file, loader))
+            seq.lines.append(item.start_mark.line + 1)
+        return seq
+    return loader.construct_object(node, deep=True)
+
+
+def load_yaml_text(text: str, file: str) -> Any:
+    """Parse one YAML document; errors become ConfigError with file and line."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        return _construct(node, file, loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(f"YAML syntax: {exc.problem or exc}", file=file, line=line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML: {exc}", file=file) from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml_file(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=path) from None
+    return load_yaml_text(text, path)
