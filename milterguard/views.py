@@ -1,0 +1,494 @@
+"""Decoded views of one message, as rule targets name them.
+
+Postfix's header_checks and body_checks see raw lines only; spammers hide
+their words in RFC 2047 encoded subjects, base64 and quoted-printable bodies
+and HTML. ``MessageViews`` gives each rule target its text: raw or decoded
+headers, decoded text parts (HTML rendered to what the reader sees), the raw
+HTML, URLs and their hosts, attachment names and MIME types.
+
+Every view is computed on first use and cached, so a message that only meets
+header rules never pays for MIME decoding. Work is bounded: bytes per part
+and per message (``max_bytes``), number of parts and nesting depth. Malformed
+input never raises; what was tolerated is listed in ``defects``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
+
+from milterguard.htmltext import render
+
+#: Most MIME parts walked in one message; the rest are not scanned.
+MAX_PARTS = 200
+#: Deepest multipart / message/rfc822 nesting walked.
+MAX_DEPTH = 10
+#: Most URLs collected per message.
+MAX_URLS = 1000
+#: Bytes of a header value looked at when decoding (a huge header is an attack).
+MAX_HEADER_BYTES = 64 * 1024
+#: Bytes of a MIME part's own header block parsed.
+MAX_PART_HEADER_BYTES = 32 * 1024
+
+TARGETS = ("headers", "headers:raw", "body", "body:raw", "html", "urls",
+           "url-hosts", "attachment-names", "mime-types")
+
+# Charset labels that mail uses but Python does not know, or where a
+# superset decodes what senders actually wrote (as browsers do).
+_CHARSET_ALIASES = {
+    "iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
+    "us-ascii": "cp1252", "ascii": "cp1252", "ansi_x3.4-1968": "cp1252",
+    "iso-8859-8-i": "iso-8859-8", "iso-8859-6-i": "iso-8859-6",
+    "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030",
+    "ks_c_5601-1987": "cp949", "ks_c_5601": "cp949", "euc-kr": "cp949",
+    "x-sjis": "cp932", "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932",
+    "windows-874": "cp874", "tis-620": "cp874", "x-mac-roman": "mac_roman",
+    "unicode-1-1-utf-7": "utf-7", "x-unicode20utf8": "utf-8", "utf8": "utf-8",
+    "x-user-defined": "cp1252", "unknown-8bit": "cp1252", "default": "cp1252",
+    "_autodetect_all": "cp1252", "x-unknown": "cp1252", "unknown": "cp1252",
+    "big5": "big5hkscs", "cp-850": "cp850", "x-euc-jp": "euc_jp",
+}
+
+_ENCODED_WORD = re.compile(
+    r"=\?([^?\s]{1,75})\?([bBqQ])\?([^?]*?)\?=")
+_BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(?==\?[^?\s]{1,75}\?[bBqQ]\?)")
+_FOLD = re.compile(r"\r?\n(?=[ \t])|\r?\n")
+_URL_TEXT = re.compile(
+    r"""(?:\b(?:https?|ftp)://|\bwww\.)[^\s<>"'`{}|\\^\[\]]{2,2000}""", re.I)
+_QP_HEADER_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([-\w:.]{1,40})""", re.I)
+_HEADER_LINE_END = re.compile(rb"\r?\n\r?\n")
+
+
+def lookup_charset(label: str | None) -> str | None:
+    """A Python codec name for a MIME charset label, or None if unknown."""
+    if not label:
+        return None
+    name = label.strip().strip("\"'").lower()
+    # RFC 2231 language suffix: utf-8*en
+    name = name.split("*", 1)[0]
+    name = _CHARSET_ALIASES.get(name, name)
+    try:
+        return codecs.lookup(name).name
+    except (LookupError, ValueError):
+        return None
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Bytes in a declared charset to text; never raises.
+
+    A missing, unknown or wrong label falls back to UTF-8 and then to
+    windows-1252, the two encodings that unlabelled mail is nearly always in.
+    """
+    codec = lookup_charset(charset)
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) and codec not in ("utf-16", "utf-32"):
+        codec = "utf-16"
+    if codec and codec not in ("cp1252",):
+        try:
+            return data.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            pass
+    if data.isascii():
+        return data.decode("ascii")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    if codec and codec != "cp1252":
+        # The label was right for most bytes: keep what decodes.
+        try:
+            return data.decode(codec, errors="replace")
+        except LookupError:
+            pass
+    return data.decode("cp1252", errors="replace").replace("\ufffd", "")
+
+
+def decode_base64(data: bytes) -> bytes:
+    """Tolerant base64: junk characters skipped, missing padding added."""
+    clean = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+    extra = len(clean) % 4
+    if extra == 1:
+        clean = clean[:-1]
+    elif extra:
+        clean += b"=" * (4 - extra)
+    try:
+        return binascii.a2b_base64(clean)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def decode_qp(data: bytes) -> bytes:
+    """Quoted-printable; invalid escapes are kept as they are."""
+    try:
+        return binascii.a2b_qp(data)
+    except (binascii.Error, ValueError):
+        return data
+
+
+def decode_uu(data: bytes) -> bytes:
+    """x-uuencode body: the lines between ``begin`` and ``end``."""
+    out = []
+    inside = False
+    for line in data.splitlines():
+        if not inside:
+            inside = line.startswith(b"begin ")
+            continue
+        if line.strip() in (b"end", b"`"):
+            break
+        try:
+            out.append(binascii.a2b_uu(line))
+        except (binascii.Error, ValueError):
+            continue
+    return b"".join(out)
+
+
+def _header_str_to_bytes(value: str) -> bytes | None:
+    """Raw 8-bit header bytes, if the milter handed them as escaped str."""
+    if value.isascii():
+        return None
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+
+
+def decode_header_value(value: str | bytes) -> str:
+    """Unfold and decode RFC 2047 encoded words in any charset; never raises."""
+    if isinstance(value, bytes):
+        value = decode_bytes(value[:MAX_HEADER_BYTES], None)
+    else:
+        value = value[:MAX_HEADER_BYTES]
+        raw = _header_str_to_bytes(value)
+        if raw is not None and any(0xDC80 <= ord(c) <= 0xDCFF for c in value):
+            value = decode_bytes(raw, None)
+    value = _FOLD.sub("", value)
+    if "=?" not in value:
+        return value.strip()
+    # Whitespace between two adjacent encoded words is not part of the text.
+    value = _BETWEEN_WORDS.sub(r"\1", value)
+    return _ENCODED_WORD.sub(_decode_word, value).strip()
+
+
+def _decode_word(match: re.Match[str]) -> str:
+    charset, kind, payload = match.group(1), match.group(2).upper(), match.group(3)
+    data = payload.encode("ascii", "surrogateescape") if payload.isascii() \
+        else payload.encode("utf-8", "surrogateescape")
+    if kind == "B":
+        raw = decode_base64(data)
+    else:
+        raw = _QP_HEADER_HEX.sub(lambda m: bytes([int(m.group(1), 16)]),
+                                 data.replace(b"_", b" "))
+    return decode_bytes(raw, charset)
+
+
+def _params(value: str) -> Message:
+    """A Message holding one Content-* header, for its parameter parsing."""
+    msg = Message()
+    try:
+        msg["Content-Type"] = value
+    except Exception:  # noqa: BLE001 - never fail on a header
+        pass
+    return msg
+
+
+def _param(value: str | None, name: str) -> str | None:
+    if not value or "=" not in value:
+        return None
+    try:
+        got = _params(value).get_param(name, header="content-type")
+        if isinstance(got, tuple):  # RFC 2231 (charset, language, value)
+            from email.utils import collapse_rfc2231_value
+            got = collapse_rfc2231_value(got)
+        if got is None:
+            return None
+        return str(got)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _split_headers(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """A MIME part's header block and body. No blank line: all body."""
+    head_end = _HEADER_LINE_END.search(data, 0, MAX_PART_HEADER_BYTES + 4)
+    if data.startswith((b"\r\n", b"\n")):
+        return [], data[2:] if data.startswith(b"\r\n") else data[1:]
+    if head_end is None:
+        # No header block at all if the first line does not look like one.
+        first = data[:200].split(b"\n", 1)[0]
+        if not re.match(rb"^[!-9;-~]{1,76}:", first):
+            return [], data
+        head_block, body = data[:MAX_PART_HEADER_BYTES], b""
+    else:
+        head_block, body = data[:head_end.start()], data[head_end.end():]
+    headers: list[tuple[str, str]] = []
+    for line in re.split(rb"\r?\n", head_block):
+        if line[:1] in (b" ", b"\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + "\n" + line.decode("utf-8", "surrogateescape"))
+        elif b":" in line:
+            name_b, _, value_b = line.partition(b":")
+            headers.append((name_b.decode("latin-1").strip(),
+                            value_b.decode("utf-8", "surrogateescape").lstrip()))
+    return headers, body
+
+
+def _first(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    lname = name.lower()
+    for key, value in headers:
+        if key.lower() == lname:
+            return value
+    return None
+
+
+@dataclass
+class _Walk:
+    """What one pass over the MIME tree collects."""
+
+    texts: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    parts: int = 0
+    budget: int = 0
+
+
+class MessageViews:
+    """Lazily computed, cached views of one message for rule targets."""
+
+    def __init__(self, headers: list[tuple[str, str]], body: bytes,
+                 max_bytes: int = 2 * 1024 * 1024) -> None:
+        self.headers = headers
+        self.body = body[:max_bytes] if body else b""
+        self.max_bytes = max(1, int(max_bytes))
+        self.defects: list[str] = []
+        self._cache: dict[str, list[str]] = {}
+        self._walk: _Walk | None = None
+        self._decoded_headers: list[tuple[str, str]] | None = None
+
+    # -- public API ------------------------------------------------------
+    def texts(self, target: str) -> list[str]:
+        """The strings a rule with this target is matched against."""
+        cached = self._cache.get(target)
+        if cached is None:
+            cached = self._compute(target)
+            self._cache[target] = cached
+        return cached
+
+    def header_count(self, name: str) -> int:
+        """How many times a header occurs (0 = absent)."""
+        lname = name.lower()
+        return sum(1 for key, _ in self.headers if key.lower() == lname)
+
+    # -- computing views ---------------------------------------------------
+    def _compute(self, target: str) -> list[str]:
+        if target.startswith("header:"):
+            rest = target[len("header:"):]
+            if rest.lower().endswith(":raw"):
+                lname = rest[:-4].lower()
+                return [value for key, value in self.headers if key.lower() == lname]
+            lname = rest.lower()
+            return [value for key, value in self._headers_decoded() if key.lower() == lname]
+        compute: Callable[[], list[str]] | None = {
+            "headers": lambda: [f"{k}: {v}" for k, v in self._headers_decoded()],
+            "headers:raw": lambda: [f"{k}: {v}" for k, v in self.headers],
+            "body": lambda: self._walked().texts,
+            "body:raw": lambda: [self.body.decode("utf-8", "replace")] if self.body else [],
+            "html": lambda: self._walked().html,
+            "urls": self._urls,
+            "url-hosts": self._url_hosts,
+            "attachment-names": lambda: self._walked().names,
+            "mime-types": lambda: _dedupe(self._walked().types),
+        }.get(target)
+        if compute is None:
+            return []
+        return compute()
+
+    def _headers_decoded(self) -> list[tuple[str, str]]:
+        if self._decoded_headers is None:
+            self._decoded_headers = [(k, decode_header_value(v)) for k, v in self.headers]
+        return self._decoded_headers
+
+    def _walked(self) -> _Walk:
+        if self._walk is None:
+            walk = _Walk(budget=self.max_bytes)
+            try:
+                self._walk_part(self.headers, self.body, 0, walk, "text/plain")
+            except RecursionError:
+                self.defects.append("nesting too deep")
+            except Exception as exc:  # noqa: BLE001 - a view never fails a message
+                self.defects.append(f"walk failed: {type(exc).__name__}")
+            self._walk = walk
+        return self._walk
+
+    def _walk_part(self, headers: list[tuple[str, str]], body: bytes, depth: int,
+                   walk: _Walk, default_type: str) -> None:
+        walk.parts += 1
+        if walk.parts > MAX_PARTS:
+            if walk.parts == MAX_PARTS + 1:
+                self.defects.append(f"more than {MAX_PARTS} parts; rest not scanned")
+            return
+        ctype_header = _first(headers, "content-type")
+        ctype = default_type
+        if ctype_header:
+            candidate = decode_header_value(ctype_header).split(";", 1)[0].strip().lower()
+            if re.fullmatch(r"[a-z0-9!#$&.+^_-]+/[a-z0-9!#$&.+^_-]+", candidate):
+                ctype = candidate
+            else:
+                self.defects.append(f"bad content-type {candidate[:40]!r}")
+        walk.types.append(ctype)
+        disposition = _first(headers, "content-disposition") or ""
+        name = _param(disposition, "filename") or _param(ctype_header, "name")
+        if name:
+            walk.names.append(decode_header_value(name))
+
+        if ctype.startswith("multipart/"):
+            boundary = _param(ctype_header, "boundary")
+            if depth >= MAX_DEPTH:
+                self.defects.append("multipart nested too deep")
+                return
+            if not boundary:
+                self.defects.append("multipart without boundary")
+                self._leaf(headers, body, "text/plain", walk)
+                return
+            child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
+            parts = self._split_multipart(body, boundary)
+            if parts is None:
+                # Boundary never found: show the body the way a lenient reader would.
+                self.defects.append("multipart boundary not found")
+                self._leaf(headers, body, "text/plain", walk)
+                return
+            for part in parts:
+                if walk.budget <= 0 or walk.parts > MAX_PARTS:
+                    break
+                sub_headers, sub_body = _split_headers(part)
+                self._walk_part(sub_headers, sub_body, depth + 1, walk, child_default)
+            return
+        if ctype in ("message/rfc822", "message/global") and not name:
+            if depth >= MAX_DEPTH:
+                self.defects.append("message nested too deep")
+                return
+            inner = self._transfer_decode(headers, body)
+            sub_headers, sub_body = _split_headers(inner)
+            # The attached message's subject is text the reader sees.
+            subject = _first(sub_headers, "subject")
+            if subject:
+                walk.texts.append(decode_header_value(subject))
+            self._walk_part(sub_headers, sub_body, depth + 1, walk, "text/plain")
+            return
+        self._leaf(headers, body, ctype, walk)
+
+    def _split_multipart(self, body: bytes, boundary: str) -> list[bytes] | None:
+        """Body parts between boundary lines; None when none is found."""
+        delim = boundary.encode("utf-8", "surrogateescape")[:200]
+        pattern = re.compile(rb"(?:^|\n)--" + re.escape(delim) + rb"(--)?[ \t]*\r?(?:\n|$)")
+        parts: list[bytes] = []
+        start: int | None = None
+        closed = False
+        for match in pattern.finditer(body):
+            if start is not None:
+                end = match.start()
+                if end > start and body[end - 1:end] == b"\r":
+                    end -= 1
+                parts.append(body[start:end])
+                if len(parts) > MAX_PARTS:
+                    break
+            if match.group(1):
+                closed = True
+                break
+            start = match.end()
+        if start is None:
+            return None
+        if not closed and len(parts) <= MAX_PARTS:
+            self.defects.append("multipart not closed")
+            parts.append(body[start:])
+        return parts
+
+    def _transfer_decode(self, headers: list[tuple[str, str]], body: bytes) -> bytes:
+        cte = (_first(headers, "content-transfer-encoding") or "").strip().lower()
+        if "base64" in cte:
+            return decode_base64(body)
+        if "quoted-printable" in cte:
+            return decode_qp(body)
+        if "uuencode" in cte or cte in ("x-uue", "uue"):
+            return decode_uu(body)
+        return body
+
+    def _leaf(self, headers: list[tuple[str, str]], body: bytes, ctype: str, walk: _Walk) -> None:
+        disposition = (_first(headers, "content-disposition") or "").strip().lower()
+        if not ctype.startswith("text/") or disposition.startswith("attachment"):
+            return
+        if ctype not in ("text/plain", "text/html", "text/enriched", "text/richtext") \
+                and not ctype.startswith("text/x-"):
+            if ctype not in ("text/xml", "text/rtf"):
+                return
+        if walk.budget <= 0:
+            return
+        chunk = body[:walk.budget]
+        data = self._transfer_decode(headers, chunk)[:walk.budget]
+        walk.budget -= len(chunk)
+        charset = _param(_first(headers, "content-type"), "charset")
+        if ctype == "text/html":
+            if not charset:
+                meta = _META_CHARSET.search(data, 0, 4096)
+                if meta:
+                    charset = meta.group(1).decode("ascii", "replace")
+            html = decode_bytes(data, charset)
+            walk.html.append(html)
+            text, links = render(html)
+            walk.texts.append(text)
+            walk.links.extend(links[:MAX_URLS])
+        else:
+            walk.texts.append(decode_bytes(data, charset))
+
+    def _urls(self) -> list[str]:
+        walk = self._walked()
+        urls: list[str] = []
+        for link in walk.links:
+            low = link.lower()
+            if low.startswith(("http:", "https:", "ftp:", "www.", "//")):
+                urls.append(link)
+        for text in walk.texts:
+            for match in _URL_TEXT.finditer(text):
+                urls.append(match.group(0).rstrip(".,;:!?)'\""))
+                if len(urls) >= MAX_URLS:
+                    break
+        return _dedupe(urls)[:MAX_URLS]
+
+    def _url_hosts(self) -> list[str]:
+        hosts = []
+        for url in self.texts("urls"):
+            host = url_host(url)
+            if host:
+                hosts.append(host)
+        return _dedupe(hosts)
+
+
+def url_host(url: str) -> str | None:
+    """Lower-case host of a URL, IDNA decoded; None if there is none."""
+    candidate = url.strip()
+    if candidate.lower().startswith("www."):
+        candidate = "http://" + candidate
+    elif candidate.startswith("//"):
+        candidate = "http:" + candidate
+    try:
+        host = urlsplit(candidate).hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    host = host.rstrip(".")
+    if "xn--" in host:
+        try:
+            host = host.encode("ascii").decode("idna")
+        except (UnicodeError, ValueError):
+            pass
+    return host.lower() or None
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
