@@ -1,0 +1,347 @@
+"""Greylisting policy and store, with an injected clock (no sleeping)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from milterguard.config import load_config
+from milterguard.errors import ConfigError
+from milterguard.greylist import (Greylist, GreylistSettings, client_network,
+                                  normalize_sender, parse_address, parse_duration,
+                                  triplet_key)
+from milterguard.verdict import Action
+from milterguard.yamlsrc import load_yaml_text
+
+SENDER = "news@example.org"
+RCPT = "alice@example.com"
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make(tmp_path, clock: Clock, **over) -> Greylist:
+    settings = GreylistSettings(enabled=True, **over)
+    return Greylist(settings, str(tmp_path / "mg.db"), clock)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def gl(tmp_path, clock):
+    greylist = make(tmp_path, clock)
+    yield greylist
+    greylist.close()
+
+
+def test_first_attempt_and_early_retry_are_tempfailed(gl, clock):
+    finding = gl.check("192.0.2.10", SENDER, RCPT)
+    assert finding is not None
+    assert finding.action is Action.TEMPFAIL
+    assert (finding.rule_id, finding.category) == ("greylist", "greylist")
+    assert str(finding.reply) == "451 4.7.1 Greylisted, please retry in 300 seconds"
+    clock.advance(120)
+    early = gl.decide("192.0.2.10", SENDER, RCPT)
+    assert early.outcome == "early"
+    assert early.finding is not None
+    assert str(early.finding.reply) == "451 4.7.1 Greylisted, please retry in 180 seconds"
+
+
+def test_retry_after_delay_passes_and_stays_known(gl, clock):
+    assert gl.decide("192.0.2.10", SENDER, RCPT).outcome == "new"
+    clock.advance(301)
+    passed = gl.decide("192.0.2.10", SENDER, RCPT)
+    assert passed.outcome == "passed" and passed.finding is None
+    clock.advance(10 * 86400)
+    assert gl.decide("192.0.2.10", SENDER, RCPT).outcome == "known"
+    assert gl.check("192.0.2.10", SENDER, RCPT) is None
+
+
+def test_retry_after_window_starts_over(gl, clock):
+    gl.decide("192.0.2.10", SENDER, RCPT)
+    clock.advance(2 * 86400 + 1)
+    assert gl.decide("192.0.2.10", SENDER, RCPT).outcome == "new"
+
+
+def test_decisions_are_per_recipient(gl, clock):
+    gl.decide("192.0.2.10", SENDER, RCPT)
+    clock.advance(400)
+    assert gl.decide("192.0.2.10", SENDER, RCPT).outcome == "passed"
+    assert gl.decide("192.0.2.10", SENDER, "bob@example.com").outcome == "new"
+
+
+def test_pool_sender_retrying_from_same_slash24_passes(gl, clock):
+    assert gl.decide("198.51.100.7", SENDER, RCPT).outcome == "new"
+    clock.advance(600)
+    assert gl.decide("198.51.100.200", SENDER, RCPT).outcome == "passed"
+    # Another /24 is another client.
+    assert gl.decide("198.51.101.7", SENDER, RCPT).outcome == "new"
+
+
+def test_ipv6_grouped_by_slash64(gl, clock):
+    gl.decide("2001:db8:1:2::25", SENDER, RCPT)
+    clock.advance(600)
+    assert gl.decide("2001:db8:1:2:ffff::1", SENDER, RCPT).outcome == "passed"
+    assert gl.decide("2001:db8:1:3::25", SENDER, RCPT).outcome == "new"
+
+
+def test_expired_entry_greylists_again(gl, clock):
+    gl.decide("192.0.2.10", SENDER, RCPT)
+    clock.advance(301)
+    assert gl.decide("192.0.2.10", SENDER, RCPT).outcome == "passed"
+    clock.advance(35 * 86400 + 1)
+    assert gl.decide("192.0.2.10", SENDER, RCPT).outcome == "new"
+
+
+def test_lifetime_refreshed_on_use(gl, clock):
+    gl.decide("192.0.2.10", SENDER, RCPT)
+    clock.advance(301)
+    gl.decide("192.0.2.10", SENDER, RCPT)
+    for _ in range(3):  # used every 30 days: never expires
+        clock.advance(30 * 86400)
+        assert gl.decide("192.0.2.10", SENDER, RCPT).outcome == "known"
+
+
+def test_auto_allowlist_after_n_passed_triplets(gl, clock):
+    client = "203.0.113.5"
+    for i in range(5):
+        assert gl.decide(client, SENDER, f"user{i}@example.com").outcome == "new"
+    clock.advance(301)
+    for i in range(5):
+        assert gl.decide(client, SENDER, f"user{i}@example.com").outcome == "passed"
+    fresh = gl.decide("203.0.113.99", "someone@example.net", "new@example.com")
+    assert fresh.outcome == "auto-allowlisted" and fresh.finding is None
+    assert gl.stats()["auto_allowlisted"] == 1
+    # Four passes are not enough for another network.
+    for i in range(4):
+        gl.decide("192.0.2.1", SENDER, f"user{i}@example.com")
+    clock.advance(301)
+    for i in range(4):
+        gl.decide("192.0.2.1", SENDER, f"user{i}@example.com")
+    assert gl.decide("192.0.2.1", SENDER, "other@example.com").outcome == "new"
+
+
+def test_auto_allowlist_can_be_off(tmp_path, clock):
+    gl = make(tmp_path, clock, auto_allowlist_after=0)
+    try:
+        for i in range(8):
+            gl.decide("203.0.113.5", SENDER, f"u{i}@example.com")
+        clock.advance(301)
+        for i in range(8):
+            gl.decide("203.0.113.5", SENDER, f"u{i}@example.com")
+        assert gl.decide("203.0.113.5", SENDER, "x@example.com").outcome == "new"
+    finally:
+        gl.close()
+
+
+def test_static_allowlists(tmp_path, clock):
+    import ipaddress
+    gl = make(tmp_path, clock,
+              allow_networks=(ipaddress.ip_network("192.0.2.0/28"),),
+              allow_sender_domains=frozenset({"example.net"}),
+              allow_recipients=frozenset({"postmaster@example.com", "@example.org"}))
+    try:
+        assert gl.decide("192.0.2.3", SENDER, RCPT).detail == "network"
+        assert gl.decide("192.0.2.30", SENDER, RCPT).outcome == "new"
+        assert gl.decide("198.51.100.1", "a@mail.example.net", RCPT).detail == "sender-domain"
+        assert gl.decide("198.51.100.1", "a@notexample.net", RCPT).outcome == "new"
+        assert gl.decide("198.51.100.1", SENDER, "<PostMaster@Example.com>").detail == "recipient"
+        assert gl.decide("198.51.100.1", SENDER, "anyone@example.org").detail == "recipient"
+    finally:
+        gl.close()
+
+
+def test_null_sender_is_greylisted_by_default_then_passes(gl, clock):
+    assert gl.decide("192.0.2.10", "<>", RCPT).outcome == "new"
+    clock.advance(301)
+    assert gl.decide("192.0.2.10", "", RCPT).outcome == "passed"
+
+
+def test_null_sender_pass_option(tmp_path, clock):
+    gl = make(tmp_path, clock, null_sender="pass")
+    try:
+        result = gl.decide("192.0.2.10", "<>", RCPT)
+        assert (result.outcome, result.detail) == ("allowlisted", "null-sender")
+    finally:
+        gl.close()
+
+
+def test_disabled_check_passes_everything(tmp_path, clock):
+    gl = Greylist(GreylistSettings(enabled=False), str(tmp_path / "mg.db"), clock)
+    try:
+        assert gl.check("192.0.2.10", SENDER, RCPT) is None
+    finally:
+        gl.close()
+
+
+def test_local_client_passes(gl):
+    assert gl.decide("", SENDER, RCPT).outcome == "allowlisted"
+
+
+def test_store_error_fails_open(gl, clock):
+    with gl.pool.connection() as conn:
+        conn.execute("DROP TABLE greylist_triplets")
+    result = gl.decide("192.0.2.10", SENDER, RCPT)
+    assert result.outcome == "error" and result.finding is None
+
+
+def test_cleanup_removes_only_expired(gl, clock):
+    gl.decide("192.0.2.10", SENDER, RCPT)          # pending, expires after 2 days
+    gl.decide("192.0.2.10", SENDER, "b@example.com")
+    clock.advance(301)
+    gl.decide("192.0.2.10", SENDER, "b@example.com")  # passed, lives 35 days
+    clock.advance(3 * 86400)
+    assert gl.cleanup() == 1
+    assert gl.stats() == {"pending": 0, "passed": 1, "auto_allowlisted": 0}
+
+
+def test_periodic_cleanup_runs_in_background(tmp_path, clock):
+    gl = make(tmp_path, clock, cleanup_interval=60.0)
+    try:
+        gl.decide("192.0.2.10", SENDER, RCPT)
+        clock.advance(3 * 86400)
+        gl.maybe_cleanup()
+        with gl._cleanup_lock:  # waits for the background run to finish
+            pass
+        with gl.pool.connection() as conn:
+            assert conn.execute("SELECT COUNT(*) FROM greylist_triplets").fetchone()[0] == 0
+    finally:
+        gl.close()
+
+
+def test_concurrent_first_attempts_make_one_entry(gl, clock):
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(20):
+            outcome = gl.decide("192.0.2.10", SENDER, RCPT).outcome
+            with lock:
+                results.append(outcome)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("new") == 1
+    assert results.count("early") == 119
+    with gl.pool.connection() as conn:
+        assert conn.execute("SELECT attempts FROM greylist_triplets").fetchone()[0] == 120
+
+
+def test_state_shared_between_instances(tmp_path, clock):
+    """The milter and policyd open the same database."""
+    a, b = make(tmp_path, clock), make(tmp_path, clock)
+    try:
+        a.decide("192.0.2.10", SENDER, RCPT)
+        clock.advance(301)
+        assert b.decide("192.0.2.10", SENDER, RCPT).outcome == "passed"
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("<News@Example.ORG>", "news@example.org"),
+    ("", ""),
+    ("<>", ""),
+    ("prvs=1234abcdef=user@example.org", "user@example.org"),
+    ("msprvs1=18123abcdeF=bounces-list@example.org", "bounces-list@example.org"),
+    ("btv1==123abcdef==user@example.org", "user@example.org"),
+    ("SRS0=HhSh=TT=example.org=user@forwarder.example", "user@example.org"),
+    ("SRS0+HhSh=TT=example.org=user@forwarder.example", "user@example.org"),
+    ("SRS1=HHH=first.example==HhSh=TT=example.org=user@second.example",
+     "user@example.org"),
+    ("SRS0=HhSh=TT=example.org=prvs=1234abcdef=user@forwarder.example",
+     "user@example.org"),
+    ("user+newsletter@example.org", "user@example.org"),
+    ("+weird@example.org", "+weird@example.org"),
+    ("bounce-123-alice=example.com@lists.example.org", "bounce-#@lists.example.org"),
+    ("list-bounces+alice=example.com@lists.example.org", "list-bounces@lists.example.org"),
+    ("owner-list-alice=example.com@lists.example.org", "owner-list@lists.example.org"),
+    ("msg-20240101-998877@mailer.example.net", "msg-#-#@mailer.example.net"),
+    ("user@Example.ORG.", "user@example.org"),
+    ("localonly", "localonly"),
+])
+def test_normalize_sender(raw, expected):
+    assert normalize_sender(raw) == expected
+
+
+def test_normalised_variants_share_a_triplet(gl, clock):
+    """Next month's newsletter with a new bounce id is not greylisted again."""
+    gl.decide("192.0.2.10", "bounce-1001-alice=example.com@lists.example.org", RCPT)
+    clock.advance(301)
+    assert gl.decide("192.0.2.10", "bounce-2002-alice=example.com@lists.example.org",
+                     RCPT).outcome == "passed"
+    assert gl.decide("192.0.2.10", "prvs=0042abcdef=bounce-3003@lists.example.org",
+                     RCPT).outcome == "known"
+
+
+def test_addresses_and_networks():
+    assert client_network(parse_address("192.0.2.77"), 24, 64) == "192.0.2.0/24"
+    assert client_network(parse_address("::ffff:192.0.2.77"), 24, 64) == "192.0.2.0/24"
+    assert client_network(parse_address("IPv6:2001:db8::1"), 24, 64) == "2001:db8::/64"
+    assert client_network(parse_address("192.0.2.77"), 32, 64) == "192.0.2.77/32"
+    assert parse_address("unknown") is None
+    assert triplet_key("a", "b", "c") != triplet_key("a", "bc", "")
+    assert -(2 ** 63) <= triplet_key("192.0.2.0/24", SENDER, RCPT) < 2 ** 63
+
+
+def test_durations():
+    assert parse_duration(300) == 300
+    assert parse_duration("5m") == 300
+    assert parse_duration("2d") == 172800
+    assert parse_duration("1.5h") == 5400
+    assert parse_duration("soon") is None
+    assert parse_duration(-1) is None
+    assert parse_duration(True) is None
+
+
+def test_settings_from_shipped_config(tmp_path):
+    s = GreylistSettings.from_section(load_config(None, str(tmp_path)).section("greylist"))
+    assert s.enabled is False  # opt-in on a first install
+    assert (s.delay, s.retry_window, s.lifetime) == (300, 2 * 86400, 35 * 86400)
+    assert (s.ipv4_prefix, s.ipv6_prefix, s.auto_allowlist_after) == (24, 64, 5)
+
+
+def test_config_errors_name_file_and_line():
+    section = load_yaml_text("greylist:\n  delay: soon\n", "site.yaml")["greylist"]
+    with pytest.raises(ConfigError) as info:
+        GreylistSettings.from_section(section)
+    assert "site.yaml:2" in str(info.value) and "delay" in str(info.value)
+    section = load_yaml_text("greylist:\n  allow:\n    networks: [banana]\n",
+                             "site.yaml")["greylist"]
+    with pytest.raises(ConfigError) as info:
+        GreylistSettings.from_section(section)
+    assert "site.yaml:3" in str(info.value)
+    section = load_yaml_text("greylist:\n  delay: 1h\n  retry_window: 30m\n",
+                             "site.yaml")["greylist"]
+    with pytest.raises(ConfigError, match="retry_window"):
+        GreylistSettings.from_section(section)
+
+
+def test_from_config_uses_project_database(tmp_path, clock):
+    site = tmp_path / "site.yaml"
+    site.write_text("greylist:\n  enabled: true\n  delay: 2s\n")
+    gl = Greylist.from_config(load_config(str(site), str(tmp_path / "state")), clock)
+    try:
+        assert gl.check("192.0.2.10", SENDER, RCPT).reply.text.endswith("retry in 2 seconds")
+        conn = sqlite3.connect(str(tmp_path / "state" / "milterguard.db"))
+        assert conn.execute("SELECT COUNT(*) FROM greylist_triplets").fetchone()[0] == 1
+        conn.close()
+    finally:
+        gl.close()
