@@ -1,0 +1,148 @@
+"""The only module that talks to pymilter (libmilter).
+
+It converts libmilter callbacks into Session calls and Session verdicts into
+libmilter answers. Every callback is implemented, none is negotiated away:
+with a TCP socket, a skipped callback leaves Postfix's macro packets waiting
+on delayed ACKs (DESIGN.md, pitfall 3). Any exception inside a callback is
+logged and answered with the configured fallback, never with its text.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any, Callable
+
+import Milter
+
+from milterguard.engine import Engine
+from milterguard.session import INTERNAL_TEMPFAIL, Session
+from milterguard.verdict import Action, Verdict
+
+log = logging.getLogger("milterguard.milter")
+
+#: Macros we read; Postfix sends them when milter_*_macros allow (README).
+CONNECT_MACROS = ("j", "{daemon_name}", "{client_addr}", "{client_name}")
+MAIL_MACROS = ("i", "{auth_authen}", "{auth_type}", "{mail_addr}")
+
+_ANSWER = {
+    Action.CONTINUE: Milter.CONTINUE,
+    Action.TAG: Milter.CONTINUE,
+    Action.ACCEPT: Milter.ACCEPT,
+    Action.REJECT: Milter.REJECT,
+    Action.TEMPFAIL: Milter.TEMPFAIL,
+    Action.DISCARD: Milter.DISCARD,
+    Action.QUARANTINE: Milter.CONTINUE,  # quarantine is an eom modification
+}
+
+
+def _client_address(family: int, hostaddr: Any) -> tuple[str, int]:
+    if family in (socket.AF_INET, socket.AF_INET6) and isinstance(hostaddr, tuple):
+        addr = str(hostaddr[0])
+        if addr.lower().startswith("ipv6:"):
+            addr = addr[5:]
+        return addr, int(hostaddr[1]) if len(hostaddr) > 1 else 0
+    return "", 0
+
+
+class MilterguardMilter(Milter.Base):
+    """One instance per SMTP connection (libmilter gives each its own thread)."""
+
+    engine: Engine  # set by serve() before libmilter starts
+
+    def __init__(self) -> None:
+        self.session = Session(self.engine)
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _macros(self, names: tuple[str, ...]) -> dict[str, str]:
+        out = {}
+        for name in names:
+            value = self.getsymval(name)
+            if value:
+                out[name] = value
+        return out
+
+    def _answer(self, verdict: Verdict) -> int:
+        if verdict.reply is not None and verdict.action in (Action.REJECT, Action.TEMPFAIL):
+            r = verdict.reply
+            self.setreply(r.code, r.xcode, r.text.replace("%", "%%"))
+        return _ANSWER[verdict.action]
+
+    def _guard(self, stage: str, call: Callable[[], Verdict]) -> int:
+        try:
+            return self._answer(call())
+        except Exception:
+            log.exception("event=internal-error stage=%s client=%s", stage,
+                          self.session.client.addr or "-")
+            if self.engine.policy.on_internal_error == "tempfail":
+                r = INTERNAL_TEMPFAIL
+                self.setreply(r.code, r.xcode, r.text)
+                return Milter.TEMPFAIL
+            return Milter.CONTINUE
+
+    # -- callbacks, in SMTP order --------------------------------------------
+
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        addr, port = _client_address(family, hostaddr)
+        return self._guard("connect", lambda: self.session.connect(
+            hostname or "", addr, port, self._macros(CONNECT_MACROS)))
+
+    def hello(self, heloname: str) -> int:
+        return self._guard("helo", lambda: self.session.helo(heloname or ""))
+
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        return self._guard("mail", lambda: self.session.mail(
+            (mailfrom or "").strip("<>"), self._macros(MAIL_MACROS)))
+
+    def envrcpt(self, to: str, *params: str) -> int:
+        return self._guard("rcpt", lambda: self.session.rcpt((to or "").strip("<>")))
+
+    def data(self) -> int:
+        return self._guard("data", lambda: self.session.data(self._macros(("i",))))
+
+    def header(self, name: str, value: str) -> int:
+        return self._guard("header", lambda: self.session.header(name, value))
+
+    def eoh(self) -> int:
+        return self._guard("eoh", lambda: self.session.eoh(self._macros(("i",))))
+
+    def body(self, chunk: bytes) -> int:
+        return self._guard("body", lambda: self.session.body(chunk))
+
+    def eom(self) -> int:
+        def run() -> Verdict:
+            result = self.session.eom(self._macros(("i",)))
+            for name, value in result.add_headers:
+                self.addheader(name, value)
+            for name, index, value in result.change_headers:
+                self.chgheader(name, index, value)
+            if result.quarantine:
+                self.quarantine(result.quarantine)
+            return result.verdict
+        return self._guard("eom", run)
+
+    def abort(self) -> int:
+        try:
+            self.session.abort()
+        except Exception:
+            log.exception("event=internal-error stage=abort")
+        return Milter.CONTINUE
+
+    def close(self) -> int:
+        try:
+            self.session.close()
+        except Exception:
+            log.exception("event=internal-error stage=close")
+        return Milter.CONTINUE
+
+    def unknown(self, cmd: str) -> int:
+        return Milter.CONTINUE
+
+
+def serve(engine: Engine, socket_spec: str, timeout: int = 600) -> None:
+    """Run libmilter until SIGTERM/SIGINT/SIGHUP; blocks."""
+    MilterguardMilter.engine = engine
+    Milter.factory = MilterguardMilter
+    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE)
+    Milter.runmilter("milterguard", socket_spec, timeout)
