@@ -32,7 +32,9 @@ can be built from it.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that sub-command's module is imported,
+    so one command's start-up never pays for (or breaks on) the others."""
     parser = argparse.ArgumentParser(
         prog="milterguard", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,13 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
                         version=f"milterguard {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
+        if only is not None and name != only:
+            continue
         module = importlib.import_module(f"milterguard.cmd_{name}")
         module.add_parser(subparsers)
     return parser
 
 
+def _command_module(argv: list[str]) -> str | None:
+    for arg in argv:
+        if arg.startswith("-"):
+            continue
+        name = arg.replace("-", "_")
+        return name if name in COMMAND_MODULES else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_module(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
