@@ -1,0 +1,290 @@
+"""Real DNS servers on 127.0.0.1 for the gate tests.
+
+- ``Rbldnsd``: the real rbldnsd daemon serving DNSBL zones from files.
+- ``DnsAuthority``: a small authoritative server built on dnspython (UDP and
+  TCP, in threads) answering A/AAAA/MX/PTR/TXT for test domains, with
+  NXDOMAIN, NODATA, SERVFAIL and "never answers" names, and optionally
+  forwarding some zones to an rbldnsd (so one nameserver, like a site's
+  local resolver, serves both).
+- ``BlackHole``: a UDP socket that receives queries and never answers.
+
+Everything binds 127.0.0.1 on free ports and stops cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Iterable
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+LOCALHOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((LOCALHOST, 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((LOCALHOST, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port")
+
+
+class Rbldnsd:
+    """rbldnsd in the foreground; ``zones`` maps "zone:dataset" to file text."""
+
+    def __init__(self, zones: dict[str, str], ttl: int = 60) -> None:
+        self.zones = zones
+        self.ttl = ttl
+        self.port = 0
+        self.dir = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Rbldnsd":
+        self.dir = tempfile.mkdtemp(prefix="mg-rbldnsd-")
+        os.chmod(self.dir, 0o755)  # rbldnsd reads its files as user rbldns
+        specs = []
+        for index, (spec, text) in enumerate(self.zones.items()):
+            fname = f"data{index}"
+            with open(os.path.join(self.dir, fname), "w", encoding="ascii") as handle:
+                handle.write(text)
+            os.chmod(os.path.join(self.dir, fname), 0o644)
+            specs.append(f"{spec}:{fname}")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["rbldnsd", "-n", "-b", f"{LOCALHOST}/{self.port}", "-w", self.dir,
+             "-t", str(self.ttl), *specs],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        first_zone = next(iter(self.zones)).split(":", 1)[0]
+        deadline = time.monotonic() + 10
+        probe = dns.message.make_query(f"version.{first_zone}", "A")
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                self.stop()
+                raise RuntimeError(f"rbldnsd exited: {err}")
+            try:
+                reply = dns.query.udp(probe, LOCALHOST, port=self.port, timeout=0.2)
+                if reply.rcode() != dns.rcode.SERVFAIL:  # SERVFAIL: still loading
+                    return self
+            except (dns.exception.Timeout, OSError):
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("rbldnsd did not answer")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            if self.proc.stderr:
+                self.proc.stderr.close()
+            self.proc = None
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = ""
+
+
+def _in_zone(name: str, zones: Iterable[str]) -> str | None:
+    for zone in zones:
+        if name == zone or name.endswith("." + zone):
+            return zone
+    return None
+
+
+class DnsAuthority:
+    """An authoritative server for test names, UDP and TCP on one port.
+
+    ``records``: {"mail.example.com": {"A": ["192.0.2.25"], "MX": [...]}}.
+    A name present with other types gives NODATA; an absent name NXDOMAIN.
+    ``servfail`` and ``silent`` are names or zones (suffix match);
+    ``forward`` maps zones to (host, port) of another server.
+    """
+
+    def __init__(self, records: dict[str, dict[str, list[str]]],
+                 servfail: Iterable[str] = (), silent: Iterable[str] = (),
+                 forward: dict[str, tuple[str, int]] | None = None, ttl: int = 300) -> None:
+        self.records = {k.lower().rstrip("."): v for k, v in records.items()}
+        self.servfail = [s.lower().rstrip(".") for s in servfail]
+        self.silent = [s.lower().rstrip(".") for s in silent]
+        self.forward = {k.lower().rstrip("."): v for k, v in (forward or {}).items()}
+        self.ttl = ttl
+        self.port = 0
+        self.queries: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._udp: socket.socket | None = None
+        self._tcp: socket.socket | None = None
+
+    def start(self) -> "DnsAuthority":
+        self.port = free_port()
+        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._udp.bind((LOCALHOST, self.port))
+        self._udp.settimeout(0.1)
+        self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._tcp.bind((LOCALHOST, self.port))
+        self._tcp.listen(16)
+        self._tcp.settimeout(0.1)
+        for target in (self._serve_udp, self._serve_tcp):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
+        for sock in (self._udp, self._tcp):
+            if sock is not None:
+                sock.close()
+        self._udp = self._tcp = None
+
+    def count(self, name: str, rdtype: str) -> int:
+        with self._lock:
+            return self.queries.count((name.lower().rstrip("."), rdtype))
+
+    # -- answering -----------------------------------------------------------
+
+    def answer(self, wire: bytes) -> bytes | None:
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception:
+            return None
+        if not query.question:
+            return None
+        question = query.question[0]
+        name = question.name.to_text().lower().rstrip(".")
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        with self._lock:
+            self.queries.append((name, rdtype))
+        if _in_zone(name, self.silent):
+            return None
+        zone = _in_zone(name, self.forward)
+        if zone is not None:
+            host, port = self.forward[zone]
+            try:
+                return dns.query.udp(query, host, port=port, timeout=2).to_wire()
+            except Exception:
+                return None
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        if _in_zone(name, self.servfail):
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response.to_wire()
+        data = self.records.get(name)
+        if data is None:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+            response.authority.append(self._soa(name))
+        elif rdtype in data:
+            response.answer.append(dns.rrset.from_text_list(
+                question.name, self.ttl, dns.rdataclass.IN, rdtype, data[rdtype]))
+        else:
+            response.authority.append(self._soa(name))
+        return response.to_wire()
+
+    def _soa(self, name: str) -> dns.rrset.RRset:
+        apex = ".".join(name.split(".")[-2:]) + "."
+        return dns.rrset.from_text(apex, self.ttl, "IN", "SOA",
+                                   f"ns.{apex} hostmaster.{apex} 1 3600 600 86400 {self.ttl}")
+
+    def _serve_udp(self) -> None:
+        assert self._udp is not None
+        while not self._stop.is_set():
+            try:
+                wire, peer = self._udp.recvfrom(4096)
+            except (socket.timeout, OSError):
+                continue
+            threading.Thread(target=self._reply_udp, args=(wire, peer), daemon=True).start()
+
+    def _reply_udp(self, wire: bytes, peer: tuple[str, int]) -> None:
+        out = self.answer(wire)
+        if out is not None and self._udp is not None and not self._stop.is_set():
+            try:
+                self._udp.sendto(out, peer)
+            except OSError:
+                pass
+
+    def _serve_tcp(self) -> None:
+        assert self._tcp is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._tcp.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    while True:
+                        head = _recv_exact(conn, 2)
+                        if head is None:
+                            break
+                        body = _recv_exact(conn, struct.unpack("!H", head)[0])
+                        if body is None:
+                            break
+                        out = self.answer(body)
+                        if out is None:
+                            break
+                        conn.sendall(struct.pack("!H", len(out)) + out)
+                except OSError:
+                    pass
+
+    def __enter__(self) -> "DnsAuthority":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _recv_exact(conn: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+class BlackHole:
+    """A UDP socket on 127.0.0.1 that takes queries and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((LOCALHOST, 0))
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "BlackHole":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
