@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "check",
     "replay",
     "policyd",
+    "bans",
+    "logscan",
 ]
 
 DESCRIPTION = """\
