@@ -28,7 +28,7 @@ from milterguard.errors import ConfigError, MilterguardError
 from milterguard.verdict import STAGES
 from milterguard.yamlsrc import LDict, load_yaml_file
 
-ACTIONS = ("accept", "reject", "tempfail", "discard", "quarantine", "error")
+ACTIONS = ("accept", "tag", "reject", "tempfail", "discard", "quarantine", "error")
 EXPECT_KEYS = ("action", "stage", "hits", "reply")
 #: Below this many files a progress line is noise.
 PROGRESS_MIN_FILES = 10

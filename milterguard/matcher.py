@@ -31,6 +31,7 @@ EXCERPT = 40
 class Match:
     rule_id: str
     excerpt: str
+    phrase: str = ""   # the folded phrase (or pattern) that matched
 
 
 def _is_word(ch: str) -> bool:
@@ -104,7 +105,7 @@ class PhraseMatcher:
                     start = max(0, m.start() - EXCERPT)
                     excerpt = text[start:m.start() + len(phrase) + EXCERPT]
                     for rule_id in self.owners[phrase]:
-                        found.setdefault(rule_id + "\0" + phrase, Match(rule_id, excerpt))
+                        found.setdefault(rule_id + "\0" + phrase, Match(rule_id, excerpt, phrase))
         except TimeoutError:
             log.warning("event=phrase-timeout phrases=%d bytes=%d", len(self.owners), len(text))
         return list(found.values())
@@ -126,7 +127,7 @@ class RegexMatcher:
                 continue
             if m:
                 start = max(0, m.start() - EXCERPT)
-                out.append(Match(rule_id, text[start:m.end() + EXCERPT]))
+                out.append(Match(rule_id, text[start:m.end() + EXCERPT], pattern.pattern))
         return out
 
 
@@ -139,9 +140,9 @@ class TargetMatcher:
         self.regexes = RegexMatcher(patterns)
 
     def search(self, texts: Iterable[str]) -> list[Match]:
-        """Matches in any of the texts; one Match per rule at most."""
-        seen: dict[str, Match] = {}
+        """Matches in any of the texts; one per (rule, phrase or pattern)."""
+        seen: dict[tuple[str, str], Match] = {}
         for text in texts:
             for m in self.phrases.search(text) + self.regexes.search(text):
-                seen.setdefault(m.rule_id, m)
+                seen.setdefault((m.rule_id, m.phrase), m)
         return list(seen.values())

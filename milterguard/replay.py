@@ -502,7 +502,11 @@ class _Conversation:
         resp = self._step_eom()
         action, reply = _decision(resp)
         if action in ("continue", "accept"):
-            action = "quarantine" if self.result.quarantine else "accept"
+            # Delivered, but marked as spam by the milter's score: "tag".
+            tagged = any(n.lower() == "x-spam-flag" and v.strip().upper() == "YES"
+                         for n, v in self.result.added_headers)
+            action = ("quarantine" if self.result.quarantine else
+                      "tag" if tagged else "accept")
         self.result.action, self.result.reply = action, reply
 
     def _step_eom(self) -> mp.Response | None:

@@ -29,7 +29,7 @@ ACTIONS = ("reject", "tempfail", "discard", "quarantine", "accept", "tag", "scor
 MODES = ("enforce", "observe")
 RULE_KEYS = {"id", "target", "phrases", "regex", "action", "reply", "category",
              "score", "mode", "description", "enabled", "absent", "multiple",
-             "all", "any", "none", "case_sensitive"}
+             "all", "any", "none", "case_sensitive", "min_matches"}
 _ID_RE = regex.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")
 _HEADER_NAME_RE = regex.compile(r"^[!-9;-~]+$")
 _REPLY_RE = regex.compile(r"^([45][0-9][0-9])(?: ([45]\.[0-9]{1,3}\.[0-9]{1,3}))?(?: (.*))?$")
@@ -95,6 +95,7 @@ class Rule:
     any_of: tuple[str, ...] = ()
     none_of: tuple[str, ...] = ()
     case_sensitive: bool = False
+    min_matches: int = 1        # distinct phrases/patterns needed for a hit
     file: str = ""
     line: int = 0
     compiled: list[Any] = field(default_factory=list, repr=False)
@@ -163,6 +164,11 @@ def parse_rule(raw: Any, file: str, line: int, errors: list[ConfigError]) -> Rul
     rule.action = str(raw.get("action", "score" if "score" in raw else "reject"))
     if rule.action not in ACTIONS:
         errors.append(raw.error(f"must be one of {', '.join(ACTIONS)}", "action", rid))
+    min_matches = raw.get("min_matches", 1)
+    if not isinstance(min_matches, int) or isinstance(min_matches, bool) or min_matches < 1:
+        errors.append(raw.error("must be a whole number of at least 1", "min_matches", rid))
+    else:
+        rule.min_matches = min_matches
     rule.mode = str(raw.get("mode", "enforce"))
     if rule.mode not in MODES:
         errors.append(raw.error("must be enforce or observe", "mode", rid))
@@ -277,8 +283,21 @@ class RuleSet:
         return len(self.rules)
 
     def match(self, target: str, texts: Iterable[str]) -> list[Match]:
+        """One Match per rule that hit: with at least its min_matches
+        distinct phrases or patterns; the excerpt is the first one's."""
         matcher = self.matchers.get(target)
-        return matcher.search(texts) if matcher else []
+        if not matcher:
+            return []
+        by_rule: dict[str, list[Match]] = {}
+        for m in matcher.search(texts):
+            by_rule.setdefault(m.rule_id, []).append(m)
+        out = []
+        for rule_id, matches in by_rule.items():
+            if len(matches) >= self.rules[rule_id].min_matches:
+                out.append(matches[0] if len(matches) == 1 else
+                           Match(rule_id, matches[0].excerpt,
+                                 "|".join(m.phrase for m in matches)))
+        return out
 
 
 def load_ruleset(shipped: bool, site_paths: Iterable[str]) -> RuleSet:

@@ -191,7 +191,10 @@ class Session:
             msg.info.queue_id = macros["i"]
         policy = msg.policy
         views = MessageViews(msg.headers, bytes(msg.body), policy.max_scan_bytes)
-        findings = self.engine.content_findings(policy, views, "body")
+        # A rule reading both a header and the body hits (and scores) once.
+        already = {f.rule_id for _, f in msg.findings}
+        findings = [f for f in self.engine.content_findings(policy, views, "body")
+                    if f.rule_id not in already]
         msg.findings.extend(("eom", f) for f in findings)
         compound = self.engine.compound_findings(policy, [f for _, f in msg.findings])
         msg.findings.extend(("eom", f) for f in compound)
@@ -202,7 +205,11 @@ class Session:
         msg.score = score
         if not verdict.final:
             if score >= policy.reject_score:
-                verdict = result.verdict = Verdict(Action.REJECT, policy.reject_reply, "eom")
+                reply = policy.reject_reply
+                if policy.reply_rule_ids:
+                    ids = ",".join(dict.fromkeys(f.rule_id for f in enforced if f.score))
+                    reply = Reply(reply.code, reply.xcode, f"{reply.text} [{ids}]")
+                verdict = result.verdict = Verdict(Action.REJECT, reply, "eom")
             elif score >= policy.tag_score or verdict.action == Action.TAG:
                 verdict = result.verdict = Verdict(Action.TAG, None, "eom")
         if verdict.action == Action.QUARANTINE:
