@@ -1,0 +1,350 @@
+"""The replay harness against real pymilter milters (tests/testmilter.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from milterguard import cli, replay
+from milterguard.errors import MilterguardError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+BASIC = b"""\
+X-Replay-Client: 192.0.2.7 mail.example.com
+X-Replay-Helo: helo.example.com
+X-Replay-Auth: alice
+X-Replay-Macro: tls_version=TLSv1.3
+From: Sender <s@example.org>
+To: x@example.net
+Subject: hello
+X-Folded: one
+ two
+
+Body line
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_connectable(spec: str, proc: subprocess.Popen, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"test milter exited early: {spec}")
+        try:
+            replay.open_socket(spec, 1.0).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"test milter not listening: {spec}")
+
+
+@pytest.fixture(scope="module")
+def milters(tmp_path_factory):
+    """Both test milters: ``full`` on a unix socket, ``lean`` on TCP."""
+    tmp = tmp_path_factory.mktemp("milters")
+    specs = {"full": f"unix:{tmp}/full.sock", "lean": f"inet:{_free_port()}@127.0.0.1"}
+    procs = {}
+    try:
+        for variant, spec in specs.items():
+            procs[variant] = subprocess.Popen(
+                [sys.executable, os.path.join(HERE, "testmilter.py"), variant, spec],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        for variant, spec in specs.items():
+            _wait_connectable(spec, procs[variant], deadline)
+        yield specs
+    finally:
+        # pymilter takes ~4 s to stop after SIGTERM: signal both, then wait.
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _seen(result: replay.ReplayResult) -> dict[str, str]:
+    return {n[len("X-Seen-"):]: v for n, v in result.added_headers if n.startswith("X-Seen-")}
+
+
+# ------------------------------------------------------------ parsing
+
+def test_replay_headers_give_the_envelope_and_are_stripped():
+    msg = replay.parse_message(
+        b"X-Replay-Client: addr=198.51.100.9 name=relay.example.org\r\n"
+        b"X-Replay-Mail-From: <>\r\n"
+        b"X-Replay-Rcpt-To: a@example.net, b@example.net\r\n"
+        b"X-Replay-Rcpt-To: <c@example.net>\r\n"
+        b"X-Replay-Macro: {cipher}=TLS_AES_128\r\n"
+        b"Subject: hi\r\n\r\nbody\r\n")
+    env = msg.envelope
+    assert (env.client_addr, env.client_name, env.helo) == \
+        ("198.51.100.9", "relay.example.org", "relay.example.org")
+    assert env.sender == ""
+    assert env.recipients == ["a@example.net", "b@example.net", "c@example.net"]
+    assert env.macros == {"cipher": "TLS_AES_128"}
+    assert msg.headers == [(b"Subject", b" hi")]
+
+
+def test_defaults_come_from_from_and_to():
+    msg = replay.parse_message(b"From: A <a@example.org>\nTo: b@example.net, "
+                               b"C <c@example.net>\n\nx\n")
+    env = msg.envelope
+    assert (env.client_addr, env.client_name, env.helo) == \
+        ("192.0.2.1", "client.example.com", "client.example.com")
+    assert env.sender == "a@example.org"
+    assert env.recipients == ["b@example.net", "c@example.net"]
+    bare = replay.parse_message(b"Subject: x\n\nbody\n").envelope
+    assert (bare.sender, bare.recipients) == ("sender@example.com", ["rcpt@example.net"])
+
+
+def test_any_line_ending_gives_a_crlf_body_and_folded_headers_keep_newlines():
+    lf = replay.parse_message(b"Subject: a\n  b\n\nline1\nline2\n")
+    crlf = replay.parse_message(b"Subject: a\r\n  b\r\n\r\nline1\r\nline2\r\n")
+    noeol = replay.parse_message(b"Subject: a\r\n  b\r\n\r\nline1\r\nline2")
+    assert lf.body == crlf.body == noeol.body == b"line1\r\nline2\r\n"
+    assert lf.headers == crlf.headers == [(b"Subject", b" a\n  b")]
+
+
+def test_mbox_separator_and_headerless_line_start_the_body():
+    msg = replay.parse_message(b"From a@example.org Mon Jan  1 00:00:00 2024\n"
+                               b"Subject: s\nnot a header\nmore\n")
+    assert msg.headers == [(b"Subject", b" s")]
+    assert msg.body == b"not a header\r\nmore\r\n"
+
+
+def test_bad_pseudo_header_is_an_error():
+    with pytest.raises(MilterguardError):
+        replay.parse_message(b"X-Replay-Colour: blue\n\nx\n")
+    with pytest.raises(MilterguardError):
+        replay.parse_message(b"X-Replay-Macro: novalue\n\nx\n")
+
+
+@pytest.mark.parametrize("spec,want", [
+    ("unix:/run/m.sock", (socket.AF_UNIX, "/run/m.sock")),
+    ("local:/run/m.sock", (socket.AF_UNIX, "/run/m.sock")),
+    ("inet:8891@127.0.0.1", (socket.AF_INET, ("127.0.0.1", 8891))),
+    ("inet:8891", (socket.AF_INET, ("127.0.0.1", 8891))),
+    ("inet6:8891@[::1]", (socket.AF_INET6, ("::1", 8891))),
+])
+def test_socket_specs(spec, want):
+    assert replay.parse_socket_spec(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["tcp:1@x", "inet:port@127.0.0.1", "unix:", "inet:0@h"])
+def test_bad_socket_specs(spec):
+    with pytest.raises(MilterguardError):
+        replay.parse_socket_spec(spec)
+
+
+def test_rule_ids_from_header_and_reply():
+    assert replay.ids_from_header("rule-a, rule-b") == ["rule-a", "rule-b"]
+    assert replay.ids_from_header("hits=rule-a,rule-b score=3.5") == ["rule-a", "rule-b"]
+    assert replay.ids_from_reply("550 5.7.1 Message rejected [rule-a, rule-b]") == \
+        ["rule-a", "rule-b"]
+    assert replay.ids_from_reply("550 5.7.1 [not at end] text") == []
+
+
+# ------------------------------------------------------------ against pymilter
+
+def test_accept_delivers_what_postfix_would_send(milters):
+    res = replay.replay_message(milters["full"], BASIC, name="basic", timeout=5)
+    assert (res.stage, res.action, res.reply) == ("eom", "accept", "")
+    assert res.hits == ["test-accept"]
+    seen = _seen(res)
+    assert seen["Client"] == "mail.example.com 192.0.2.7"
+    assert seen["Helo"] == "helo.example.com"
+    assert seen["From"] == "<s@example.org>"
+    assert seen["Rcpts"] == "x@example.net"
+    assert seen["Headers"] == "From|To|Subject|X-Folded"
+    assert seen["Folded"] == repr("one\n two")
+    assert seen["Body"] == "chunks=1 len=11"  # "Body line" + CRLF
+    assert seen["Macros"] == (f"j=mx.example.net client_addr=192.0.2.7 mail_addr=s@example.org"
+                              f" auth=alice i={res.queue_id} i_eom={res.queue_id} tls=TLSv1.3")
+    assert ["X-Milterguard", "hits=test-accept"] in res.to_dict()["added_headers"]
+
+
+def test_ipv6_client(milters):
+    raw = BASIC.replace(b"192.0.2.7", b"2001:db8::7")
+    res = replay.replay_message(milters["full"], raw, timeout=5)
+    assert res.action == "accept"
+    assert _seen(res)["Client"] == "mail.example.com 2001:db8::7"
+
+
+def test_reject_at_header_names_the_rule(milters):
+    res = replay.replay_message(milters["full"], BASIC.replace(b"hello", b"FORBIDDEN"),
+                                timeout=5)
+    assert (res.stage, res.action) == ("header", "reject")
+    assert res.reply == "550 5.7.1 Message rejected [subject-keyword]"
+    assert res.hits == ["subject-keyword"]
+
+
+def test_reject_at_helo(milters):
+    raw = BASIC.replace(b"helo.example.com", b"reject.helo.invalid")
+    res = replay.replay_message(milters["full"], raw, timeout=5)
+    assert (res.stage, res.action, res.hits) == ("helo", "reject", ["helo-invalid"])
+
+
+def test_per_recipient_refusals(milters):
+    spec = milters["full"]
+    some = replay.replay_message(
+        spec, b"X-Replay-Rcpt-To: grey@example.net, ok@example.net\n" + BASIC, timeout=5)
+    assert (some.stage, some.action) == ("eom", "accept")
+    assert _seen(some)["Rcpts"] == "ok@example.net"
+    assert some.refused_rcpts == [("grey@example.net", "451 4.7.1 Greylisted [greylist]")]
+    assert some.hits == ["test-accept", "greylist"]
+    mixed = replay.replay_message(
+        spec, b"X-Replay-Rcpt-To: deny@example.net, grey@example.net\n" + BASIC, timeout=5)
+    assert (mixed.stage, mixed.action, mixed.reply) == \
+        ("rcpt", "tempfail", "451 4.7.1 Greylisted [greylist]")
+    denied = replay.replay_message(
+        spec, b"X-Replay-Rcpt-To: deny1@example.net, deny2@example.net\n" + BASIC, timeout=5)
+    assert (denied.stage, denied.action, denied.hits) == ("rcpt", "reject", ["rcpt-unknown"])
+
+
+def test_quarantine_and_discard(milters):
+    quarantined = replay.replay_message(milters["full"], BASIC.replace(b"hello", b"QUARANTINE"),
+                                        timeout=5)
+    assert (quarantined.stage, quarantined.action) == ("eom", "quarantine")
+    assert quarantined.quarantine == "held for review [quarantine-rule]"
+    discarded = replay.replay_message(milters["full"], BASIC.replace(b"hello", b"DISCARD"),
+                                      timeout=5)
+    assert (discarded.stage, discarded.action) == ("eom", "discard")
+
+
+def test_body_chunks_and_skip(milters):
+    body = b"".join(b"%06d " % i + b"x" * 73 + b"\n" for i in range(2000))  # 80+1 bytes a line
+    wire_len = 2000 * 82
+    full = replay.replay_message(milters["full"], BASIC + body, timeout=5)
+    expect_chunks = -(-(wire_len + 11) // 65535)
+    assert _seen(full)["Body"] == f"chunks={expect_chunks} len={wire_len + 11}"
+    skipped = replay.replay_message(milters["full"], b"X-Test-Skip: yes\n" + BASIC + body,
+                                    timeout=5)
+    assert skipped.action == "accept"
+    assert _seen(skipped)["Body"] == "chunks=1 len=65535"
+
+
+def test_lean_milter_negotiates_stages_and_replies_away(milters):
+    # If the harness waited for a reply the milter negotiated away, this
+    # would end in a timeout error instead.
+    res = replay.replay_message(milters["lean"], BASIC, timeout=3)
+    assert (res.stage, res.action) == ("eom", "accept")
+    assert res.hits == ["lean-ok", "headers-4"]
+    rej = replay.replay_message(milters["lean"], BASIC.replace(b"hello", b"FORBIDDEN"),
+                                timeout=3)
+    assert (rej.stage, rej.action, rej.hits) == ("eom", "reject", ["lean-keyword"])
+
+
+def test_connection_errors_are_results(tmp_path):
+    res = replay.replay_message(f"unix:{tmp_path}/nothing.sock", BASIC, name="m", timeout=1)
+    assert res.action == "error" and res.reply
+    assert res.to_dict()["file"] == "m"
+
+
+def test_silent_milter_times_out(tmp_path):
+    path = str(tmp_path / "silent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    held: list[socket.socket] = []
+    thread = threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True)
+    thread.start()
+    try:
+        res = replay.replay_message(f"unix:{path}", BASIC, timeout=0.3)
+        assert (res.stage, res.action) == ("connect", "error")
+        assert "timeout" in res.reply
+    finally:
+        thread.join(2)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+# ------------------------------------------------------------ many files, CLI
+
+@pytest.fixture
+def corpus(tmp_path):
+    (tmp_path / "ham").mkdir()
+    (tmp_path / "spam").mkdir()
+    (tmp_path / "ham" / "1.eml").write_bytes(BASIC)
+    (tmp_path / "ham" / "2.eml").write_bytes(BASIC.replace(b"\n", b"\r\n"))
+    (tmp_path / "spam" / "1.eml").write_bytes(BASIC.replace(b"hello", b"FORBIDDEN"))
+    (tmp_path / "README.md").write_text("notes, not mail\n")
+    (tmp_path / "expected.yaml").write_text(
+        "ham/1.eml: accept\n"
+        "ham/2.eml:\n  action: accept\n  stage: eom\n  hits: [test-accept]\n"
+        "spam/1.eml:\n  action: reject\n  reply: '550 5.7.1'\n  hits: subject-keyword\n")
+    return tmp_path
+
+
+def test_directory_input_skips_non_message_files(corpus):
+    files = replay.collect_files([str(corpus)], exclude=[str(corpus / "expected.yaml")])
+    assert [os.path.relpath(f, corpus) for f in files] == \
+        ["ham/1.eml", "ham/2.eml", "spam/1.eml"]
+
+
+def test_parallel_replay_keeps_order(milters, corpus):
+    serial = [(r.file, r.action) for r in replay.replay_paths(milters["full"], [str(corpus)])]
+    parallel = [(r.file, r.action) for r in
+                replay.replay_paths(milters["full"], [str(corpus)], jobs=3)]
+    assert serial == parallel
+    assert [a for _, a in serial] == ["accept", "accept", "reject"]
+
+
+def test_cli_expect_passes(milters, corpus, capsys):
+    rc = cli.main(["replay", "--socket", milters["full"], "--expect",
+                   str(corpus / "expected.yaml"), str(corpus)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.splitlines()[0].split() == ["FILE", "STAGE", "ACTION", "REPLY", "HITS"]
+    assert "0 differences" in out
+
+
+def test_cli_expect_mismatch_exits_1(milters, corpus, capsys):
+    (corpus / "expected.yaml").write_text(
+        "ham/1.eml: reject\nham/2.eml: accept\nspam/gone.eml: reject\n")
+    rc = cli.main(["replay", "--socket", milters["full"], "--expect",
+                   str(corpus / "expected.yaml"), str(corpus)])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "ham/1.eml: action accept, expected reject" in out
+    assert "spam/1.eml: no expectation" in out
+    assert "spam/gone.eml: expected" in out
+
+
+def test_cli_bad_expectation_names_file_and_line(milters, corpus, capsys):
+    (corpus / "expected.yaml").write_text("ham/1.eml: accept\nham/2.eml:\n  action: maybe\n")
+    rc = cli.main(["replay", "--socket", milters["full"], "--expect",
+                   str(corpus / "expected.yaml"), str(corpus)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "expected.yaml:3" in err and "action" in err
+
+
+def test_cli_json_lines_and_error_exit(milters, corpus, tmp_path, capsys):
+    rc = cli.main(["replay", "--socket", milters["full"], "--json", str(corpus / "spam")])
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    rows = [json.loads(line) for line in lines]
+    assert rows[0]["action"] == "reject" and rows[0]["hits"] == ["subject-keyword"]
+    assert {"file", "stage", "action", "reply", "hits", "added_headers"} <= set(rows[0])
+    rc = cli.main(["replay", "--socket", f"unix:{tmp_path}/none.sock", "--timeout", "1",
+                   str(corpus / "ham" / "1.eml")])
+    out = capsys.readouterr().out
+    assert rc == 1 and "error" in out
