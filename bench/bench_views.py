@@ -1,0 +1,113 @@
+"""Robustness and speed of milterguard.views over a folder of .eml files.
+
+    python3 bench/bench_views.py CORPUS_DIR [--max-bytes N]
+
+Computes every view of every message and reports: files, exceptions, the
+slowest messages, and time per message. As a baseline in the same run it
+times the standard library's ``email`` parser walking the same messages
+(parse + get_payload(decode=True) of every part), and prints the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import os
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from milterguard.normalize import fold  # noqa: E402
+from milterguard.views import TARGETS, MessageViews  # noqa: E402
+
+
+def split_message(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """Headers as the milter hands them (folded, str) and the body bytes."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        idx = raw.find(sep)
+        if idx >= 0:
+            head, body = raw[:idx], raw[idx + len(sep):]
+            break
+    else:
+        head, body = raw, b""
+    headers: list[tuple[str, str]] = []
+    for line in head.replace(b"\r\n", b"\n").split(b"\n"):
+        if line[:1] in (b" ", b"\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + "\n" + line.decode("utf-8", "surrogateescape"))
+        elif b":" in line:
+            name, _, value = line.partition(b":")
+            headers.append((name.decode("latin-1").strip(),
+                            value.decode("utf-8", "surrogateescape").strip()))
+    return headers, body
+
+
+def all_views(raw: bytes, max_bytes: int) -> int:
+    headers, body = split_message(raw)
+    views = MessageViews(headers, body, max_bytes)
+    total = 0
+    for target in TARGETS + ("header:subject", "header:from:raw"):
+        for text in views.texts(target):
+            total += len(fold(text)) if target in ("body", "headers") else len(text)
+    return total
+
+
+def stdlib_walk(raw: bytes) -> int:
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    total = 0
+    for part in msg.walk():
+        payload = part.get_payload(decode=True)
+        if payload:
+            total += len(payload)
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpus")
+    parser.add_argument("--max-bytes", type=int, default=2 * 1024 * 1024)
+    args = parser.parse_args()
+    paths = []
+    for root, _dirs, files in os.walk(args.corpus):
+        for name in files:
+            if not name.endswith((".md", ".tsv")):
+                paths.append(os.path.join(root, name))
+    paths.sort()
+    times: list[tuple[float, str]] = []
+    errors = 0
+    base_total = 0.0
+    for path in paths:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        start = time.perf_counter()
+        try:
+            all_views(raw, args.max_bytes)
+        except Exception:  # noqa: BLE001 - counting them is the point
+            errors += 1
+            print(f"EXCEPTION {path}", file=sys.stderr)
+            traceback.print_exc()
+        times.append((time.perf_counter() - start, path))
+        start = time.perf_counter()
+        try:
+            stdlib_walk(raw)
+        except Exception:  # noqa: BLE001
+            pass
+        base_total += time.perf_counter() - start
+    times.sort(reverse=True)
+    total = sum(t for t, _ in times)
+    print(f"files={len(paths)} exceptions={errors} over_1s={sum(1 for t, _ in times if t > 1)}")
+    if times:
+        print(f"views_total_s={total:.2f} mean_ms={1000 * total / len(times):.2f} "
+              f"max_ms={1000 * times[0][0]:.1f}")
+        print(f"stdlib_email_walk_total_s={base_total:.2f} "
+              f"ratio_views_vs_stdlib={total / base_total if base_total else float('nan'):.2f}")
+        for elapsed, path in times[:5]:
+            print(f"  slow {1000 * elapsed:8.1f} ms {path}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
