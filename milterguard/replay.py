@@ -23,6 +23,10 @@ Defaults: client 192.0.2.1 named client.example.com, HELO the client name,
 sender from From (else sender@example.com), recipients from To (else
 rcpt@example.net).
 
+A message that reaches end of message is ``accept``ed (delivered), or
+``tag`` when the milter added ``X-Spam-Flag: YES`` (delivered but marked by
+the score), or ``quarantine`` when it asked for the hold queue.
+
 Rule ids ("hits") are read from two places the daemon controls:
 - an ``X-Milterguard`` header added, inserted or changed at end of message,
   whose value lists ids separated by commas and/or spaces; ``key=value``

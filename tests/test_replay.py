@@ -226,6 +226,9 @@ def test_quarantine_and_discard(milters):
     discarded = replay.replay_message(milters["full"], BASIC.replace(b"hello", b"DISCARD"),
                                       timeout=5)
     assert (discarded.stage, discarded.action) == ("eom", "discard")
+    tagged = replay.replay_message(milters["full"], BASIC.replace(b"hello", b"TAGME"),
+                                   timeout=5)
+    assert (tagged.stage, tagged.action, tagged.hits) == ("eom", "tag", ["test-accept"])
 
 
 def test_body_chunks_and_skip(milters):
@@ -335,6 +338,14 @@ def test_cli_bad_expectation_names_file_and_line(milters, corpus, capsys):
     err = capsys.readouterr().err
     assert rc == 1
     assert "expected.yaml:3" in err and "action" in err
+
+
+def test_progress_line_stays_off_on_pipes(capsys):
+    from milterguard.cmd_replay import _Progress
+    progress = _Progress(1000)        # capsys' stderr is no terminal
+    progress.update(10)
+    progress.close()
+    assert not progress.enabled and capsys.readouterr().err == ""
 
 
 def test_cli_json_lines_and_error_exit(milters, corpus, tmp_path, capsys):

@@ -12,6 +12,7 @@ and it decides:
 - Subject containing FORBIDDEN: reject at the header with ``[subject-keyword]``;
 - Subject containing QUARANTINE: quarantine at end of message;
 - Subject containing DISCARD: discard at end of message;
+- Subject containing TAGME: add ``X-Spam-Flag: YES`` (delivered, tagged);
 - header ``X-Test-Skip``: answer SKIP to the first body chunk;
 - otherwise add ``X-Milterguard: hits=test-accept`` and accept.
 
@@ -121,6 +122,8 @@ class FullMilter(Milter.Base):
         _seen(self, "Body", f"chunks={self.body_chunks} len={self.body_len}")
         if "QUARANTINE" in self.subject:
             self.quarantine("held for review [quarantine-rule]")
+        if "TAGME" in self.subject:
+            self.addheader("X-Spam-Flag", "YES")
         self.addheader("X-Milterguard", "hits=test-accept")
         return Milter.ACCEPT
 
