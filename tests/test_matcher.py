@@ -1,0 +1,53 @@
+"""Phrase automaton and regex matcher."""
+
+from __future__ import annotations
+
+import regex
+
+from milterguard.matcher import PhraseMatcher, RegexMatcher, TargetMatcher
+
+
+def ids(matches):
+    return sorted({m.rule_id for m in matches})
+
+
+def test_phrases_match_on_word_boundaries_case_and_spacing_insensitive():
+    pm = PhraseMatcher([("a", "free money"), ("b", "pill")])
+    assert ids(pm.search("Get FREE\n   Money now")) == ["a"]
+    assert ids(pm.search("pills and spills")) == []
+    assert ids(pm.search("one pill.")) == ["b"]
+
+
+def test_overlapping_and_prefix_phrases_are_all_found():
+    pm = PhraseMatcher([("short", "cheap"), ("long", "cheap pills"), ("mid", "pills now")])
+    assert ids(pm.search("cheap pills now")) == ["long", "mid", "short"]
+
+
+def test_phrase_with_punctuation():
+    pm = PhraseMatcher([("d", "$100 bonus"), ("e", "100% free")])
+    assert ids(pm.search("claim your $100 bonus today, 100% free!")) == ["d", "e"]
+
+
+def test_shared_phrase_reports_every_owner():
+    pm = PhraseMatcher([("x", "lottery"), ("y", "Lottery")])
+    assert ids(pm.search("you won the lottery")) == ["x", "y"]
+
+
+def test_many_phrases_compile_and_match():
+    phrases = [("r%d" % i, "word%d token%d" % (i, i)) for i in range(5000)]
+    pm = PhraseMatcher(phrases)
+    assert ids(pm.search("xx word4999 token4999 yy word12 token12")) == ["r12", "r4999"]
+    assert pm.search("word4999 token4998") == []
+
+
+def test_regex_timeout_is_a_miss_not_a_hang():
+    evil = regex.compile(r"(a+)+$")
+    rm = RegexMatcher([("evil", evil), ("fine", regex.compile("b"))])
+    text = "a" * 5000 + "!b"
+    assert ids(rm.search(text)) == ["fine"]
+
+
+def test_target_matcher_excerpt_has_context():
+    tm = TargetMatcher([("p", "secret phrase")], [])
+    (m,) = tm.search(["some text before the secret phrase and after"])
+    assert "secret phrase" in m.excerpt and "before" in m.excerpt

@@ -1,0 +1,146 @@
+"""Rule files: validation errors name file, line, rule and field; overrides work."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from milterguard.errors import ConfigErrors
+from milterguard.ruleset import load_ruleset, parse_reply
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_valid_rules_compile_per_target(tmp_path):
+    write(tmp_path, "a.yaml", """\
+        rules:
+          - id: subj
+            target: header:Subject
+            phrases: [free money]
+          - id: body
+            target: [body, header:Subject]
+            regex: ['wire\\s+transfer']
+            action: score
+            score: 2.5
+        """)
+    rs = load_ruleset(False, [str(tmp_path)])
+    assert set(rs.rules) == {"subj", "body"}
+    assert set(rs.matchers) == {"header:Subject", "body"}
+    assert rs.rules["body"].score == 2.5
+    assert rs.rules["subj"].reply.code == "550"
+
+
+def test_every_error_has_file_line_rule_and_field(tmp_path):
+    path = write(tmp_path, "bad.yaml", """\
+        rules:
+          - id: ok-rule
+            target: body
+            phrases: [fine]
+          - id: bad-action
+            target: body
+            phrases: [x]
+            action: explode
+          - id: bad-regex
+            target: body
+            regex:
+              - 'fine'
+              - '(unclosed'
+          - id: bad-target
+            target: bogus
+            phrases: [x]
+          - id: bad-reply
+            target: body
+            phrases: [x]
+            action: reject
+            reply: "451 4.7.1 wrong class"
+        """)
+    with pytest.raises(ConfigErrors) as info:
+        load_ruleset(False, [path])
+    text = [str(e) for e in info.value.errors]
+    assert any(f"{path}:8: rule bad-action: field action:" in t for t in text), text
+    assert any(f"{path}:13: rule bad-regex: field regex:" in t for t in text), text
+    assert any(f"{path}:15: rule bad-target: field target:" in t for t in text), text
+    assert any(f"{path}:21: rule bad-reply: field reply:" in t and "5xx" in t for t in text), text
+
+
+def test_duplicate_id_in_one_layer_is_an_error(tmp_path):
+    write(tmp_path, "a.yaml", "rules:\n  - {id: x, target: body, phrases: [a]}\n")
+    write(tmp_path, "b.yaml", "rules:\n  - {id: x, target: body, phrases: [b]}\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_ruleset(False, [str(tmp_path)])
+    assert "duplicate id" in str(info.value)
+    assert "a.yaml:2" in str(info.value)
+
+
+def test_site_rule_overrides_and_disables_shipped(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    write(site, "override.yaml", """\
+        rules:
+          - id: gtube
+            target: body
+            phrases: [site specific]
+            action: tempfail
+          - id: pharmacy-subject
+            enabled: false
+        """)
+    shipped = load_ruleset(True, [])
+    rs = load_ruleset(True, [str(site)])
+    assert "pharmacy-subject" in shipped.rules
+    assert "pharmacy-subject" not in rs.rules
+    assert rs.rules["gtube"].action == "tempfail"
+    assert rs.rules["gtube"].phrases == ("site specific",)
+    assert len(rs.rules) == len(shipped.rules) - 1
+
+
+def test_compound_rules_must_refer_to_known_rules(tmp_path):
+    write(tmp_path, "a.yaml", """\
+        rules:
+          - id: a
+            target: body
+            phrases: [one]
+            action: score
+            score: 1
+          - id: both
+            all: [a, missing]
+            action: reject
+        """)
+    with pytest.raises(ConfigErrors) as info:
+        load_ruleset(False, [str(tmp_path)])
+    assert "unknown rule 'missing'" in str(info.value)
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = write(tmp_path, "broken.yaml", "rules:\n  - id: x\n    phrases: [a\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_ruleset(False, [path])
+    assert info.value.errors[0].file == path
+    assert info.value.errors[0].line is not None
+
+
+@pytest.mark.parametrize("text,code,xcode,msg", [
+    ("550 5.7.1 Go away", "550", "5.7.1", "Go away"),
+    ("554 Nope", "554", "5.7.1", "Nope"),
+])
+def test_parse_reply(text, code, xcode, msg):
+    r = parse_reply(text, "reject")
+    assert (r.code, r.xcode, r.text) == (code, xcode, msg)
+
+
+def test_parse_reply_rejects_mismatch():
+    with pytest.raises(ValueError):
+        parse_reply("550 4.7.1 x", "reject")
+    with pytest.raises(ValueError):
+        parse_reply("hello", "reject")
+
+
+def test_shipped_rules_are_valid():
+    rs = load_ruleset(True, [])
+    assert len(rs) > 10
+    categories = {r.category for r in rs.rules.values()}
+    assert {"gtube", "pharmacy", "phishing", "dangerous-attachment"} <= categories
