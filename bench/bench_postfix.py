@@ -40,8 +40,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 if ROOT not in sys.path:
     sys.path.append(ROOT)
 
-from postfix import (MilterProcess, PostfixInstance, free_port,  # noqa: E402
-                     milter_params, milterguard_argv)
+from postfix import (MilterProcess, PostfixInstance,  # noqa: E402
+                     milter_params, milter_socket_spec, milterguard_argv)
 
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 
@@ -121,12 +121,6 @@ class Setup:
                 self.milter.stop()
 
 
-def socket_spec(kind: str, workdir: str, name: str) -> str:
-    if kind == "unix":
-        return f"unix:{os.path.join(workdir, name + '.sock')}"
-    return f"inet:{free_port()}@127.0.0.1"
-
-
 def write_milterguard_config(workdir: str, extra: str | None) -> str:
     """The bench config: shipped rules only, loopback NOT allowlisted.
 
@@ -149,14 +143,14 @@ def build_setups(args: argparse.Namespace, workdir: str) -> list[Setup]:
     floor = os.path.join(HERE, "floor_milter.py")
     mg_config = write_milterguard_config(workdir, args.config) if args.milterguard else None
     for kind in args.sockets:
-        spec = socket_spec(kind, workdir, f"floor-{kind}")
+        spec = milter_socket_spec(kind, workdir, f"floor-{kind}")
         setups.append(Setup(
             f"floor/{kind}",
             PostfixInstance(milter_params([spec]), base_dir=os.path.join(workdir, f"pf-floor-{kind}")),
             MilterProcess([sys.executable, floor, spec], spec,
                           os.path.join(workdir, f"floor-{kind}.log"))))
         if args.milterguard:
-            spec = socket_spec(kind, workdir, f"mg-{kind}")
+            spec = milter_socket_spec(kind, workdir, f"mg-{kind}")
             state = os.path.join(workdir, f"mg-state-{kind}")
             os.makedirs(state, mode=0o755, exist_ok=True)
             env = dict(os.environ)
@@ -206,7 +200,7 @@ def latency_part(args: argparse.Namespace, workdir: str, msgfile: str) -> None:
     for variant in ("floor", "lazy"):
         for kind in args.sockets:
             name = f"{variant}/{kind}"
-            spec = socket_spec(kind, workdir, f"lat-{variant}-{kind}")
+            spec = milter_socket_spec(kind, workdir, f"lat-{variant}-{kind}")
             argv = [sys.executable, floor] + (["--lazy"] if variant == "lazy" else []) + [spec]
             setup = Setup(name, PostfixInstance(
                 milter_params([spec]), base_dir=os.path.join(workdir, f"pf-lat-{variant}-{kind}")),

@@ -71,6 +71,15 @@ def wait_for_socket(spec: str, timeout: float = 15.0,
     raise PostfixError(f"{spec} did not accept connections in {timeout}s: {last}")
 
 
+def milter_socket_spec(kind: str, directory: str, name: str = "milter") -> str:
+    """A libmilter socket spec: ``unix`` in ``directory``, or ``inet`` on a free port."""
+    if kind == "unix":
+        return f"unix:{os.path.join(directory, name + '.sock')}"
+    if kind == "inet":
+        return f"inet:{free_port()}@127.0.0.1"
+    raise ValueError(f"socket kind must be unix or inet, not {kind!r}")
+
+
 def connect_spec(spec: str, timeout: float = 5.0) -> socket.socket:
     """Open a stream socket to ``unix:/path``, ``inet:PORT@HOST`` or ``HOST:PORT``."""
     if spec.startswith(("unix:", "local:")):
