@@ -26,12 +26,14 @@ def _merge(base: LDict, over: LDict) -> LDict:
     """Overlay ``over`` onto ``base``: mappings merge, everything else replaces."""
     out = copy.copy(base)
     out.lines = dict(base.lines)
+    out.files = dict(base.files)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
         out.lines[key] = over.line_of(key)
+        out.files[key] = over.file_of(key)
     return out
 
 

@@ -23,14 +23,19 @@ class LDict(dict):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.lines: dict[Any, int] = {}
+        self.files: dict[Any, str] = {}   # per key, where merging mixed files
 
     def line_of(self, key: Any) -> int:
         return self.lines.get(key, self.line)
 
+    def file_of(self, key: Any) -> str:
+        return self.files.get(key, self.file)
+
     def error(self, message: str, key: Any = None, rule: str | None = None) -> ConfigError:
         """A ConfigError pointing at this mapping, or at one of its keys."""
         line = self.line_of(key) if key is not None else self.line
-        return ConfigError(message, file=self.file, line=line,
+        file = self.file_of(key) if key is not None else self.file
+        return ConfigError(message, file=file, line=line,
                            field=None if key is None else str(key), rule=rule)
 
 
