@@ -1,0 +1,125 @@
+"""Exporters: file formats, atomic writes, and the real tools reading them."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from milterguard.exporters import (ExportEntry, entries_from_bans, render_bind, render_ipset,
+                                   render_nftables, render_postfix_cidr, render_rbldnsd,
+                                   run_exporters, write_atomic)
+from milterguard.bans import Ban
+
+NOW = 1_700_000_000.0
+
+
+def entry(net: str, remaining: float = 120.5, reason: str = "5 helo hits") -> ExportEntry:
+    return ExportEntry(ipaddress.ip_network(net), remaining, reason, "helo")
+
+
+ENTRIES = [entry("192.0.2.7"), entry("198.51.100.0/24", 3600, 'bad "quoted" $ reason'),
+           entry("2001:db8:1:2::/64", 30)]
+
+
+def test_entries_drop_networks_inside_others_and_expired():
+    bans = [Ban("198.51.100.0/24", "manual", "r", 0, 0, 0, NOW, NOW + 10),
+            Ban("198.51.100.9", "helo", "r", 0, 0, 0, NOW, NOW + 50),
+            Ban("192.0.2.1", "helo", "r", 0, 0, 0, NOW - 100, NOW - 1)]
+    out = entries_from_bans(bans, NOW)
+    assert [(str(e.network), e.remaining) for e in out] == [("198.51.100.0/24", 50)]
+
+
+def test_nftables_batch_shape():
+    text = render_nftables(ENTRIES, NOW)
+    assert "delete table inet milterguard" in text
+    assert "flags interval, timeout" in text
+    assert "add element inet milterguard banned4 { 192.0.2.7 timeout 121s, 198.51.100.0/24 timeout 3600s }" in text
+    assert "add element inet milterguard banned6 { 2001:db8:1:2::/64 timeout 30s }" in text
+
+
+@pytest.fixture
+def netns():
+    name = f"mgx{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_nftables_batch_loads_twice_without_duplicating(netns, tmp_path):
+    path = str(tmp_path / "bans.nft")
+    write_atomic(path, render_nftables(ENTRIES, NOW))
+    for _ in range(2):
+        subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", path], check=True)
+    listing = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet",
+                              "milterguard"], check=True, capture_output=True, text=True).stdout
+    assert listing.count("ip saddr @banned4") == 1
+    assert "192.0.2.7 timeout 2m1s" in listing and "2001:db8:1:2::/64" in listing
+
+
+def test_ipset_restore_swaps_in(netns, tmp_path):
+    path = str(tmp_path / "bans.ipset")
+    for entries in (ENTRIES, ENTRIES[:1]):   # second run replaces the first
+        write_atomic(path, render_ipset(entries, NOW))
+        subprocess.run(["ip", "netns", "exec", netns, "ipset", "restore", "-file", path],
+                       check=True)
+    out = subprocess.run(["ip", "netns", "exec", netns, "ipset", "list", "milterguard4"],
+                         check=True, capture_output=True, text=True).stdout
+    assert "192.0.2.7" in out and "198.51.100.0/24" not in out
+    subprocess.run(["ip", "netns", "exec", netns, "ipset", "destroy"], check=False)
+
+
+def test_postfix_cidr_table_is_read_by_postmap(tmp_path):
+    path = str(tmp_path / "bans.cidr")
+    write_atomic(path, render_postfix_cidr(ENTRIES, NOW))
+    confdir = tmp_path / "postfix"        # postmap wants a main.cf; never /etc/postfix
+    confdir.mkdir()
+    (confdir / "main.cf").write_text("")
+
+    def query(addr: str) -> str:
+        proc = subprocess.run(["postmap", "-c", str(confdir), "-q", addr, f"cidr:{path}"],
+                              capture_output=True, text=True)
+        return proc.stdout.strip()
+
+    assert query("192.0.2.7").startswith("554 5.7.1 Listed by milterguard: 5 helo hits")
+    assert query("198.51.100.77").startswith("554 5.7.1")
+    assert query("2001:db8:1:2::99").startswith("554 5.7.1")
+    assert query("192.0.2.8") == ""
+
+
+def test_rbldnsd_files():
+    v4 = render_rbldnsd(ENTRIES, NOW, 4)
+    v6 = render_rbldnsd(ENTRIES, NOW, 6)
+    assert "192.0.2.7 :127.0.0.2:milterguard: 5 helo hits; until" in v4
+    assert "$" not in v4.split("Listed by milterguard", 1)[1]
+    assert "2001:db8:1:2::/64 :127.0.0.2:" in v6 and "192.0.2.7" not in v6
+
+
+def test_bind_zone_names():
+    text = render_bind(ENTRIES, NOW, "dnsbl.example")
+    assert "$ORIGIN dnsbl.example." in text
+    assert "7.2.0.192\tIN\tA\t127.0.0.2" in text
+    assert "*.100.51.198\tIN\tTXT" in text
+    assert "*.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2\tIN\tA" in text
+    assert '"milterguard: bad \'quoted\' $ reason' in text
+
+
+def test_write_atomic_leaves_no_temp_files(tmp_path):
+    path = str(tmp_path / "x" / "f")
+    write_atomic(path, "one\n")
+    write_atomic(path, "two\n")
+    assert open(path).read() == "two\n"
+    assert os.listdir(tmp_path / "x") == ["f"]
+
+
+def test_run_exporters_no_firewall_does_not_call_nft(tmp_path):
+    calls = []
+    results = run_exporters(["nftables", "postfix"], ENTRIES, NOW, {}, str(tmp_path),
+                            load_firewall=False, run=lambda *a, **k: calls.append(a))
+    assert calls == [] and [r.loaded for r in results] == [False, False]
+    assert os.path.exists(tmp_path / "bans.nft") and os.path.exists(tmp_path / "client_bans.cidr")
