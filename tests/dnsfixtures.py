@@ -288,3 +288,14 @@ class BlackHole:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def load_test_config(text: str, directory: str) -> "Config":
+    """A Config from built-in defaults overlaid by ``text`` (a site YAML file)."""
+    from milterguard.config import Config, load_config
+
+    path = os.path.join(directory, "site.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    config: Config = load_config(path, state_dir=directory)
+    return config

@@ -1,0 +1,237 @@
+"""The Gates facade (config wiring, per-check exceptions) and the DNS cache."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from dnsfixtures import DnsAuthority, Rbldnsd, load_test_config
+from milterguard.dnsquery import NXDOMAIN, OK, UNKNOWN, DnsQuery, ResolverSettings
+from milterguard.errors import ConfigError
+from milterguard.gates import Gates
+from milterguard.smtpinfo import ClientInfo
+from milterguard.verdict import Action
+
+RECORDS = {
+    "example.com": {"MX": ["10 mail.example.com."]},
+    "mail.example.com": {"A": ["192.0.2.25"]},
+    "short.example.com": {"A": ["192.0.2.26"]},
+}
+
+
+@pytest.fixture(scope="module")
+def servers():
+    rbl = Rbldnsd({"bl.test:ip4set": ":127.0.0.2:Listed\n192.0.2.7\n198.51.100.7\n127.0.0.2\n"})
+    rbl.start()
+    auth = None
+    try:
+        # One nameserver for everything, as a site's local resolver would be.
+        auth = DnsAuthority(RECORDS, servfail=["broken.example"],
+                            forward={"bl.test": ("127.0.0.1", rbl.port)}).start()
+        yield auth
+    finally:
+        if auth is not None:
+            auth.stop()
+        rbl.stop()
+
+
+SITE = """
+dns: {{nameservers: [127.0.0.1], port: {port}, timeout: 1.0}}
+server: {{hostname: mx.example.net, addresses: [198.51.100.25]}}
+dnsbl:
+  self_test: false
+  zones:
+    - {{name: bl, zone: bl.test}}
+  exceptions:
+    networks: [198.51.100.0/24]
+    helo_patterns: ["*.partner.example"]
+helo:
+  reject_unknown: true
+  exceptions:
+    networks: ["2001:db8:1::/48"]
+    helo_patterns: ["legacy-*"]
+envelope:
+  reject_unknown_recipient_domain: true
+  exceptions:
+    sender_domains: [broken.example]
+    recipient_domains: [internal.example]
+"""
+
+
+@pytest.fixture
+def gates(servers, tmp_path):
+    g = Gates.from_config(load_test_config(SITE.format(port=servers.port), str(tmp_path)))
+    try:
+        yield g
+    finally:
+        g.close()
+
+
+def test_stages(gates):
+    client = ClientInfo(addr="192.0.2.7", helo="mail.example.com")
+    assert [f.rule_id for f in gates.on_connect(client)] == ["dnsbl:bl"]
+    assert gates.on_helo(client) == []
+    assert gates.on_mail(client, "<user@example.com>") == []
+    assert gates.on_rcpt(client, "<user@example.com>", "<rcpt@example.com>") == []
+    assert [f.rule_id for f in gates.on_rcpt(client, "<>", "<rcpt@nonexistent.example.com>")] \
+        == ["envelope:recipient-nxdomain"]
+
+
+def test_helo_stage_and_missing_helo(gates):
+    assert gates.on_helo(ClientInfo(addr="192.0.2.9", helo="mx.example.net"))[0].rule_id == \
+        "helo:own-name"
+    assert gates.on_helo(ClientInfo(addr="192.0.2.9", helo="[198.51.100.25]"))[0].rule_id == \
+        "helo:own-name"
+    found = gates.on_mail(ClientInfo(addr="192.0.2.9"), "<user@example.com>")
+    assert [f.rule_id for f in found] == ["helo:missing"]
+
+
+def test_both_helo_and_sender_findings_at_mail(gates):
+    found = gates.on_mail(ClientInfo(addr="192.0.2.9"), "<user@localhost>")
+    assert [f.rule_id for f in found] == ["helo:missing", "envelope:sender-non-fqdn"]
+
+
+def test_dnsbl_exceptions(gates):
+    # Listed, but the network is excepted from the DNSBL check.
+    assert gates.on_connect(ClientInfo(addr="198.51.100.7")) == []
+    # Excepted by HELO pattern (when the session calls again after HELO).
+    assert gates.on_connect(ClientInfo(addr="192.0.2.7", helo="mx1.partner.example")) == []
+    # The HELO exception of the dnsbl section does not cover the HELO checks.
+    assert gates.on_helo(ClientInfo(addr="192.0.2.7", helo="[203.0.113.1]"))
+
+
+def test_helo_exceptions(gates):
+    assert gates.on_helo(ClientInfo(addr="2001:db8:1::5", helo="localhost")) == []
+    assert gates.on_helo(ClientInfo(addr="192.0.2.9", helo="legacy-box")) == []
+    assert gates.on_helo(ClientInfo(addr="192.0.2.9", helo="other-box"))[0].rule_id == \
+        "helo:non-fqdn"
+    assert gates.on_mail(ClientInfo(addr="2001:db8:1::5"), "<>") == []
+
+
+def test_envelope_exceptions(gates):
+    client = ClientInfo(addr="192.0.2.9", helo="mail.example.com")
+    assert gates.on_mail(client, "<user@broken.example>") == []
+    assert gates.on_mail(client, "<user@sub.broken.example>") == []
+    assert gates.on_mail(client, "<user@notbroken.example>")[0].rule_id == \
+        "envelope:sender-nxdomain"
+    assert gates.on_rcpt(client, "<>", "<user@internal.example>") == []
+    assert gates.on_rcpt(client, "<>", "<user@nointernal.example>")[0].action == Action.REJECT
+
+
+def test_no_address_no_dnsbl(gates):
+    assert gates.on_connect(ClientInfo(addr="")) == []
+    assert gates.on_connect(ClientInfo(addr="not-an-ip")) == []
+
+
+def test_defaults_build_and_close_without_threads_left(tmp_path):
+    before = {t.name for t in threading.enumerate()}
+    gates = Gates.from_config(load_test_config(
+        "dnsbl:\n  self_test_interval: 5\n  zones:\n    - {name: bl, zone: bl.test}\n"
+        "dns: {nameservers: [127.0.0.1], port: 9, timeout: 0.2}\n", str(tmp_path)))
+    assert gates.dnsbl._thread is not None
+    gates.close()
+    after = {t.name for t in threading.enumerate() if t.is_alive()}
+    assert "dnsbl-selftest" not in after - before
+    assert not any(name.startswith("dnsbl_") for name in after - before)
+
+
+@pytest.mark.parametrize("text,line,field", [
+    ("dns:\n  port: 0\n", 2, "port"),
+    ("dns:\n  nameservers: 127.0.0.1\n", 2, "nameservers"),
+    ("dns:\n  cache_min_ttl: 100\n  cache_max_ttl: 10\n", 3, "cache_max_ttl"),
+    ("helo:\n  reject_unknown: sometimes\n", 2, "reject_unknown"),
+    ("envelope:\n  timeout: -1\n", 2, "timeout"),
+    ("envelope:\n  exceptions:\n    networks: [nonsense]\n", 3, "networks"),
+    ("helo:\n  exceptions:\n    colours: [red]\n", 3, "colours"),
+    ("server:\n  addresses: [mx.example.net]\n", 2, "addresses"),
+])
+def test_config_errors(tmp_path, text, line, field):
+    with pytest.raises(ConfigError) as info:
+        Gates.from_config(load_test_config(text, str(tmp_path)), start=False).close()
+    assert info.value.file.endswith("site.yaml")
+    assert (info.value.line, info.value.field) == (line, field)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_query(port: int, clock: FakeClock, **kw) -> DnsQuery:
+    settings = ResolverSettings(nameservers=("127.0.0.1",), port=port, timeout=0.5, **kw)
+    return DnsQuery(settings, clock=clock)
+
+
+def test_cache_ttl_floor(tmp_path):
+    auth = DnsAuthority({"floor.example.com": {"A": ["192.0.2.1"]}}, ttl=1).start()
+    try:
+        clock = FakeClock()
+        query = make_query(auth.port, clock, min_ttl=60, max_ttl=3600)
+        assert query.lookup("floor.example.com", "A").records == ("192.0.2.1",)
+        clock.now += 30   # past the record's TTL of 1 s, inside the floor
+        assert query.lookup("floor.example.com", "A").status == OK
+        assert auth.count("floor.example.com", "A") == 1
+        clock.now += 31
+        query.lookup("floor.example.com", "A")
+        assert auth.count("floor.example.com", "A") == 2
+    finally:
+        auth.stop()
+
+
+def test_cache_ttl_cap_and_negative_answers(tmp_path):
+    auth = DnsAuthority({"cap.example.com": {"A": ["192.0.2.1"]}}, ttl=86400).start()
+    try:
+        clock = FakeClock()
+        query = make_query(auth.port, clock, min_ttl=10, max_ttl=600)
+        query.lookup("cap.example.com", "A")
+        assert query.lookup("missing.example.com", "A").status == NXDOMAIN
+        clock.now += 500
+        query.lookup("cap.example.com", "A")
+        query.lookup("missing.example.com", "A")
+        assert auth.count("cap.example.com", "A") == 1
+        assert auth.count("missing.example.com", "A") == 1
+        clock.now += 101
+        query.lookup("cap.example.com", "A")
+        assert auth.count("cap.example.com", "A") == 2
+    finally:
+        auth.stop()
+
+
+def test_servfail_is_unknown_and_not_cached():
+    auth = DnsAuthority({}, servfail=["broken.example"]).start()
+    try:
+        query = make_query(auth.port, FakeClock())
+        first = query.lookup("x.broken.example", "A")
+        assert (first.status, first.error) == (UNKNOWN, "servfail")
+        query.lookup("x.broken.example", "A")
+        assert auth.count("x.broken.example", "A") == 2
+    finally:
+        auth.stop()
+
+
+def test_cache_can_be_disabled():
+    auth = DnsAuthority({"a.example.com": {"A": ["192.0.2.1"]}}).start()
+    try:
+        query = make_query(auth.port, FakeClock(), cache=False)
+        query.lookup("a.example.com", "A")
+        query.lookup("a.example.com", "A")
+        assert auth.count("a.example.com", "A") == 2
+    finally:
+        auth.stop()
+
+
+def test_tcp_answers_from_authority():
+    # The authority serves TCP too (large answers fall back to it).
+    import dns.message
+    import dns.query
+    auth = DnsAuthority({"a.example.com": {"A": ["192.0.2.1"]}}).start()
+    try:
+        reply = dns.query.tcp(dns.message.make_query("a.example.com", "A"), "127.0.0.1",
+                              port=auth.port, timeout=2)
+        assert reply.answer[0][0].to_text() == "192.0.2.1"
+    finally:
+        auth.stop()
