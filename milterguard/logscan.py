@@ -18,6 +18,7 @@ recorded as category ``probe``.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import re
 import sqlite3
@@ -39,7 +40,19 @@ db.register_migrations("logscan", [
         " file_offset INTEGER NOT NULL,"
         " updated REAL NOT NULL)",
     ],
+    [
+        # A digest of the file's first bytes: a log truncated and refilled
+        # past the old offset before the next scan keeps its inode and size.
+        "ALTER TABLE logscan_state ADD COLUMN head VARCHAR(64) NOT NULL DEFAULT ''",
+    ],
 ])
+
+HEAD_BYTES = 256
+
+
+def _head(path: str, limit: int) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read(min(limit, HEAD_BYTES))).hexdigest()
 
 _MONTHS = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
@@ -199,17 +212,20 @@ class LogScanner:
         self.batch = batch
         db.migrate(conn, ["hits", "logscan"])
 
-    def _state(self) -> tuple[int, int] | None:
-        row = self.conn.execute("SELECT inode, file_offset FROM logscan_state WHERE path = ?",
-                                (self.path,)).fetchone()
-        return (int(row[0]), int(row[1])) if row else None
+    def _state(self) -> tuple[int, int, str] | None:
+        row = self.conn.execute("SELECT inode, file_offset, head FROM logscan_state"
+                                " WHERE path = ?", (self.path,)).fetchone()
+        return (int(row[0]), int(row[1]), str(row[2])) if row else None
 
     def _save(self, inode: int, offset: int) -> None:
-        cur = self.conn.execute("UPDATE logscan_state SET inode = ?, file_offset = ?, updated = ?"
-                                " WHERE path = ?", (inode, offset, self.clock(), self.path))
+        head = _head(self.path, offset)
+        cur = self.conn.execute("UPDATE logscan_state SET inode = ?, file_offset = ?, updated = ?,"
+                                " head = ? WHERE path = ?",
+                                (inode, offset, self.clock(), head, self.path))
         if not cur.rowcount:
-            self.conn.execute("INSERT INTO logscan_state (path, inode, file_offset, updated)"
-                              " VALUES (?, ?, ?, ?)", (self.path, inode, offset, self.clock()))
+            self.conn.execute("INSERT INTO logscan_state (path, inode, file_offset, updated, head)"
+                              " VALUES (?, ?, ?, ?, ?)",
+                              (self.path, inode, offset, self.clock(), head))
 
     def _read_from(self, path: str, offset: int, result: ScanResult) -> int:
         """Record hits from ``path`` starting at ``offset``; returns the new offset.
@@ -239,9 +255,9 @@ class LogScanner:
         state = self._state()
         offset = 0
         if state is not None:
-            inode, saved = state
+            inode, saved, head = state
             if inode == st.st_ino:
-                if st.st_size < saved:
+                if st.st_size < saved or (head and _head(self.path, saved) != head):
                     result.truncated = True
                 else:
                     offset = saved
