@@ -1,0 +1,66 @@
+# milterguard: build, test, demo and bench on Debian 12.
+#   make deps    system packages (apt; skipped when all present)
+#   make venv    .venv with milterguard installed editable, plus test tools
+#   make test    the test suite (real Postfix, rbldnsd, nftables in namespaces)
+#   make demo    run the daemon on the shipped defaults, replay samples/ through it
+#   make bench   every bench/bench_*.py in turn
+#   make eval CORPUS=DIR   score the rule set on a labelled mail corpus
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STATE := $(CURDIR)/state
+DEMO_SOCKET := unix:$(STATE)/milterguard.sock
+
+.PHONY: all deps venv test demo bench eval clean
+
+all: test
+
+deps:
+	bash scripts/install-deps.sh
+
+# Re-install only when the package metadata changed.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml | deps
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+test: deps venv
+	$(VPY) -m pytest
+
+# The daemon runs in the background while replay talks to it; it is stopped
+# whatever replay's outcome, and replay's exit status is make's.
+demo: deps venv
+	@mkdir -p $(STATE)
+	@rm -f $(STATE)/milterguard.sock
+	@set -u; \
+	$(VPY) -m milterguard run -c samples/demo.yaml --state-dir $(STATE) \
+	    --socket $(DEMO_SOCKET) 2> $(STATE)/demo-daemon.log & pid=$$!; \
+	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
+	for i in $$(seq 1 100); do \
+	    [ -S $(STATE)/milterguard.sock ] && break; \
+	    kill -0 $$pid 2>/dev/null || { cat $(STATE)/demo-daemon.log; exit 1; }; \
+	    sleep 0.1; \
+	done; \
+	[ -S $(STATE)/milterguard.sock ] || { echo "daemon did not start"; cat $(STATE)/demo-daemon.log; exit 1; }; \
+	status=0; \
+	$(VPY) -m milterguard replay --socket $(DEMO_SOCKET) \
+	    --expect samples/expected.yaml samples/ || status=$$?; \
+	echo "daemon log: $(STATE)/demo-daemon.log"; \
+	exit $$status
+
+bench: deps venv
+	@set -e; for script in bench/bench_*.py; do \
+	    echo "== $$script"; \
+	    $(VPY) $$script; \
+	done
+
+eval: venv
+	@test -n "$(CORPUS)" || { echo "usage: make eval CORPUS=DIR"; exit 2; }
+	$(VPY) bench/eval_corpus.py $(CORPUS)
+
+clean:
+	rm -rf $(VENV) $(STATE) .pytest_cache build *.egg-info
