@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "policyd",
     "bans",
     "logscan",
+    "import_postfix",
 ]
 
 DESCRIPTION = """\
