@@ -1,8 +1,9 @@
 """Robustness and speed of milterguard.views over a folder of .eml files.
 
-    python3 bench/bench_views.py CORPUS_DIR [--max-bytes N]
+    python3 bench/bench_views.py [CORPUS_DIR] [--max-bytes N]
 
-Computes every view of every message and reports: files, exceptions, the
+Without CORPUS_DIR it runs over generated messages (plain, base64,
+quoted-printable, HTML, nested multipart and message/rfc822). Computes every view of every message and reports: files, exceptions, the
 slowest messages, and time per message. As a baseline in the same run it
 times the standard library's ``email`` parser walking the same messages
 (parse + get_payload(decode=True) of every part), and prints the ratio.
@@ -65,23 +66,54 @@ def stdlib_walk(raw: bytes) -> int:
     return total
 
 
+def synthetic_messages(count: int = 300) -> list[tuple[str, bytes]]:
+    """Generated mail of the shapes the views decode, for runs without a corpus."""
+    import base64
+    import quopri
+    words = ("offer account verify meeting report invoice schedule payment "
+             "project update review delivery team please thanks").split()
+    out = []
+    for n in range(count):
+        text = " ".join(words[(n * 7 + i) % len(words)] for i in range(400)) + "\n"
+        html = "<html><body>" + "".join(
+            f"<p>{w} &amp; <a href='https://site{n % 9}.example/{i}'>link</a></p>"
+            for i, w in enumerate(text.split()[:200])) + "</body></html>"
+        b64 = base64.encodebytes(text.encode()).decode()
+        qp = quopri.encodestring(html.encode()).decode()
+        inner = (f"Subject: =?utf-8?B?{base64.b64encode(b'inner').decode()}?=\n"
+                 f"Content-Type: text/plain\n\n{text}")
+        body = (f"--b1\nContent-Type: multipart/alternative; boundary=b2\n\n"
+                f"--b2\nContent-Type: text/plain; charset=utf-8\n"
+                f"Content-Transfer-Encoding: base64\n\n{b64}\n"
+                f"--b2\nContent-Type: text/html; charset=utf-8\n"
+                f"Content-Transfer-Encoding: quoted-printable\n\n{qp}\n--b2--\n"
+                f"--b1\nContent-Type: message/rfc822\n\n{inner}\n--b1--\n")
+        raw = (f"From: a@example.com\nTo: b@example.net\n"
+               f"Subject: =?iso-8859-1?Q?n=E4chste_{n}?=\n"
+               f"Content-Type: multipart/mixed; boundary=b1\n\n{body}")
+        out.append((f"synthetic-{n}", raw.encode()))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("corpus")
+    parser.add_argument("corpus", nargs="?")
     parser.add_argument("--max-bytes", type=int, default=2 * 1024 * 1024)
     args = parser.parse_args()
-    paths = []
-    for root, _dirs, files in os.walk(args.corpus):
-        for name in files:
-            if not name.endswith((".md", ".tsv")):
-                paths.append(os.path.join(root, name))
-    paths.sort()
+    messages: list[tuple[str, bytes]] = []
+    if args.corpus:
+        for root, _dirs, files in os.walk(args.corpus):
+            for name in sorted(files):
+                if not name.endswith((".md", ".tsv")):
+                    with open(os.path.join(root, name), "rb") as fh:
+                        messages.append((os.path.join(root, name), fh.read()))
+    else:
+        messages = synthetic_messages()
+    paths = [path for path, _ in messages]
     times: list[tuple[float, str]] = []
     errors = 0
     base_total = 0.0
-    for path in paths:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+    for path, raw in messages:
         start = time.perf_counter()
         try:
             all_views(raw, args.max_bytes)
