@@ -131,18 +131,13 @@ class Engine:
     @classmethod
     def from_config(cls, config: Config, with_store: bool = True) -> "Engine":
         policy = Policy.from_config(config)
-        gates = greylist = store = None
-        import importlib.util
-        # Optional parts are built only where their module and section exist.
-        if importlib.util.find_spec("milterguard.gates"):
-            from milterguard.gates import Gates
-            gates = Gates.from_config(config)
-        if importlib.util.find_spec("milterguard.greylist"):
-            from milterguard.greylist import Greylist
-            greylist = Greylist.from_config(config)
-        if with_store and importlib.util.find_spec("milterguard.store"):
-            from milterguard.store import HitStore
-            store = HitStore.from_config(config)
+        # Imported here: the policy code above must not need DNS or a database.
+        from milterguard.gates import Gates
+        from milterguard.greylist import Greylist
+        from milterguard.store import HitStore
+        gates = Gates.from_config(config)
+        greylist = Greylist.from_config(config)
+        store = HitStore.from_config(config) if with_store else None
         return cls(policy, gates=gates, greylist=greylist, store=store,
                    config_loader=lambda: load_config(config.path, config.state_dir))
 
