@@ -20,7 +20,6 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Callable, Iterable
-from urllib.parse import urlsplit
 
 from milterguard.htmltext import render
 
@@ -100,9 +99,10 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     except UnicodeDecodeError:
         pass
     if codec and codec != "cp1252":
-        # The label was right for most bytes: keep what decodes.
+        # The label was right for most bytes: keep what decodes, and drop the
+        # rest so that a stray byte cannot split a word in two.
         try:
-            return data.decode(codec, errors="replace")
+            return data.decode(codec, errors="replace").replace("\ufffd", "")
         except LookupError:
             pass
     return data.decode("cp1252", errors="replace").replace("\ufffd", "")
@@ -468,26 +468,33 @@ class MessageViews:
         return _dedupe(hosts)
 
 
+_URL_HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//(?:[^@/?#\\]*@)?(\[[^\]/]*\]|[^:/?#\\]*)", re.I)
+
+
 def url_host(url: str) -> str | None:
-    """Lower-case host of a URL, IDNA decoded; None if there is none."""
+    """Lower-case host of a URL, IDNA decoded; None if there is none.
+
+    A regex rather than urlsplit: it is several times faster and never
+    raises on the malformed URLs spam is full of.
+    """
     candidate = url.strip()
-    if candidate.lower().startswith("www."):
-        candidate = "http://" + candidate
-    elif candidate.startswith("//"):
-        candidate = "http:" + candidate
-    try:
-        host = urlsplit(candidate).hostname
-    except ValueError:
+    if candidate[:4].lower() == "www.":
+        candidate = "//" + candidate
+    match = _URL_HOST.match(candidate)
+    if not match:
         return None
+    host = match.group(1).strip("[]").rstrip(".").lower()
     if not host:
         return None
-    host = host.rstrip(".")
+    if "%" in host:
+        from urllib.parse import unquote
+        host = unquote(host).lower()
     if "xn--" in host:
         try:
             host = host.encode("ascii").decode("idna")
         except (UnicodeError, ValueError):
             pass
-    return host.lower() or None
+    return host
 
 
 def _dedupe(items: list[str]) -> list[str]:
