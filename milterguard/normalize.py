@@ -134,7 +134,9 @@ def _confusable_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     # words (idempotence). Lookaheads keep the test in the regex engine: a
     # Python callback runs only for words that are actually folded.
     mixed = re.compile(rf"(?<!\w)(?=\w*[{conf}])(?=\w*[{latin}])\w+")
-    only = re.compile(rf"(?<!\w)[0-9_]*[{conf}][{conf}0-9_]*(?!\w)")
+    # Words of one or two letters ("в", "он") are too short to disguise a
+    # phrase and too common in Cyrillic text to be worth folding.
+    only = re.compile(rf"(?<!\w)(?=\w{{3}})[0-9_]*[{conf}][{conf}0-9_]*(?!\w)")
     return mixed, only
 
 

@@ -1,0 +1,69 @@
+"""HTML to the text a reader sees."""
+
+from __future__ import annotations
+
+import pytest
+
+from milterguard.htmltext import html_to_text, render
+
+
+def test_entities_and_comments() -> None:
+    assert html_to_text("V&#105;a<!-- hidden -->gra &amp; &eacute;&#x41;") == "Viagra & éA"
+
+
+def test_script_style_title_dropped() -> None:
+    html = ("<html><head><title>T</title><style>.a{color:red}</style>"
+            "<script>var x = 'buy';</script></head><body>shown</body></html>")
+    assert html_to_text(html) == "shown"
+
+
+@pytest.mark.parametrize("attrs", [
+    'style="display:none"', "style='DISPLAY: NONE !important'", 'style="visibility:hidden"',
+    'style="font-size:0px"', 'style="font-size:0"', 'style="font-size: 1px; color:#fff"',
+    'style="opacity:0"', 'style="max-height:0;overflow:hidden"', "hidden",
+])
+def test_hidden_text_dropped(attrs: str) -> None:
+    assert html_to_text(f"<p>visible <span {attrs}>filler words</span>end</p>") == "visible end"
+
+
+@pytest.mark.parametrize("attrs", ['style="font-size:12px"', 'style="display:block"',
+                                   'style="opacity:0.9"', 'style="line-height:0"'])
+def test_visible_styles_kept(attrs: str) -> None:
+    assert html_to_text(f"<span {attrs}>kept</span>") == "kept"
+
+
+def test_hidden_unclosed_paragraph_does_not_hide_the_next() -> None:
+    # A browser closes the hidden <p> at the next <p>; so must we.
+    assert html_to_text('<p style="display:none">junk<p>CHEAP PILLS') == "CHEAP PILLS"
+
+
+def test_nested_hidden_inherits() -> None:
+    html = '<div style="display:none"><p>a <b>b</b></p></div><div>c</div>'
+    assert html_to_text(html) == "c"
+
+
+def test_block_elements_break_lines_and_cells_are_spaced() -> None:
+    html = "<div>one</div><p>two<br>three</p><ul><li>x<li>y</ul><table><tr><td>a<td>b</table>"
+    assert html_to_text(html).split("\n") == ["one", "two", "three", "x", "y", "a b"]
+
+
+def test_whitespace_collapsed_but_pre_kept() -> None:
+    assert html_to_text("a \n\t  b") == "a b"
+    assert html_to_text("<pre>x  y</pre>") == "x y"  # lines are still normalised
+
+
+def test_tags_inside_words_join() -> None:
+    assert html_to_text("vi<b></b>a<span>gra</span>") == "viagra"
+
+
+def test_links_collected() -> None:
+    text, links = render('<a href="https://a.example/x">a</a><img src="http://img.example/i.png" alt="ALT">'
+                         '<a href=" mailto:x@example.com ">m</a>')
+    assert links == ["https://a.example/x", "http://img.example/i.png", "mailto:x@example.com"]
+    assert "ALT" in text
+
+
+@pytest.mark.parametrize("html", ["<", "<a href=", "<!--", "<![CDATA[x", "</p></div></x>",
+                                  "<" * 10000, "<div>" * 5000, "&#99999999999;", "<p =x>"])
+def test_malformed_markup_never_raises(html: str) -> None:
+    assert isinstance(html_to_text(html), str)

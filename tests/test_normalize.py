@@ -1,0 +1,68 @@
+"""normalize.fold: the form phrases and text are compared in."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from milterguard.normalize import fold
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Buy  VIAGRA\n now", "buy viagra now"),
+    ("ＶＩＡＧＲＡ", "viagra"),                          # fullwidth (NFKC)
+    ("𝐯𝐢𝐚𝐠𝐫𝐚", "viagra"),                              # mathematical bold
+    ("v\u200bi\u00ada\u200dg\ufeffra", "viagra"),      # zero-width, soft hyphen
+    ("víágrá", "viagra"),                               # diacritics
+    ("v\u0308iagra", "viagra"),                         # stray combining mark
+    ("ᴠɪᴀɢʀᴀ", "viagra"),                               # small capitals
+    ("pаypаl", "paypal"),                               # Cyrillic а in a Latin word
+    ("РАYPАL", "paypal"),                               # Cyrillic capitals
+    ("ΗΕLLΟ", "hello"),                                 # Greek capitals
+    ("ѕһор", "shop"),                                   # a word made only of look-alikes
+    ("v1agra c1al1s fr3e", "viagra cialis free"),       # digits between letters
+    ("İstanbul", "istanbul"),
+    ("Straße", "strasse"),
+])
+def test_disguises_fold(text: str, expected: str) -> None:
+    assert fold(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "Привет, дорогой друг! Встреча завтра в десять.",   # Russian stays Russian
+    "Καλημέρα σας",                         # Greek words with non-look-alike letters
+    "中文 テスト 한국어",
+])
+def test_real_foreign_words_are_not_latinised(text: str) -> None:
+    folded = fold(text)
+    assert not any("a" <= c <= "z" for c in folded)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("$100 for 2 items, call 555-0134 by 10.5.2024", "$100 for 2 items, call 555-0134 by 10.5.2024"),
+    ("mp3 a4 x86 h2o 1st 3rd", "mp3 a4 x86 h2o 1st 3rd"),
+])
+def test_numbers_stay_numbers(text: str, expected: str) -> None:
+    assert fold(text) == expected
+
+
+def test_short_lookalike_words_stay() -> None:
+    assert fold("он в с") == "он в с"
+    assert fold("сосо") == "coco"
+
+
+def test_idempotent_on_random_mixtures() -> None:
+    alphabet = (list("abcxyzAZ0123456789 _-.'’«") +
+                list("АаВвЕеЅѕІіКкМмНнОоРрСсТтХхУуЖжПпЙΑαΗηΖζΣσυΥΰάéÉäßİıﬁＡǰ") +
+                ["\u0308", "\u0301", "\u200b", "\u00ad"])
+    rng = random.Random(1234)
+    for _ in range(5000):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 14)))
+        once = fold(s)
+        assert fold(once) == once, (s, once)
+
+
+def test_phrase_and_text_meet() -> None:
+    phrase = fold("Cheap Viagra")
+    assert phrase in fold("Get ⅽheap V\u200bіagra today")
