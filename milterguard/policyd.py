@@ -25,7 +25,7 @@ import socket
 import socketserver
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from milterguard.greylist import Greylist, GreylistResult
 
@@ -77,12 +77,12 @@ def policy_action(greylist: Greylist, request: PolicyRequest) -> tuple[str, Grey
     return DUNNO, result
 
 
-def read_request(rfile: "socket.SocketIO | object") -> PolicyRequest | None:
+def read_request(rfile: BinaryIO) -> PolicyRequest | None:
     """Read lines up to the empty line; None at a clean end of the stream."""
     request = PolicyRequest()
     count = 0
     while True:
-        raw = rfile.readline(MAX_LINE + 1)  # type: ignore[attr-defined]
+        raw = rfile.readline(MAX_LINE + 1)
         if not raw:
             if count:
                 request.errors.append("connection closed inside a request")

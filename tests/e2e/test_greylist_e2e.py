@@ -3,7 +3,7 @@
 Twice: once with `milterguard run` as the milter (451 at RCPT), once with
 `milterguard policyd` behind `check_policy_service` (450, Postfix's
 DEFER_IF_PERMIT code). Each shows the first attempt refused and the retry
-after the (shortened, 2 s) delay accepted and delivered. XCLIENT makes the
+after the (shortened, 3 s) delay accepted and delivered. XCLIENT makes the
 client 192.0.2.7, so neither the loopback allowlist nor mynetworks applies.
 """
 
@@ -21,7 +21,7 @@ import pytest
 from tests.e2e.postfix import (MilterProcess, PostfixInstance, free_port, milter_params,
                                milterguard_argv)
 
-DELAY = 2
+DELAY = 3
 SENDER = "news@example.org"
 RCPT = "alice@example.com"
 MESSAGE = (f"From: <{SENDER}>\r\nTo: <{RCPT}>\r\nSubject: minutes\r\n"
@@ -61,11 +61,15 @@ def attempt(port: int) -> tuple[int, str]:
 
 
 def greylist_then_accept(postfix: PostfixInstance, refused_code: int) -> None:
+    started = time.monotonic()
     code, text = attempt(postfix.port)
     assert code == refused_code, text
-    assert "4.7.1" in text and "Greylisted, please retry in" in text
+    assert "4.7.1" in text and f"Greylisted, please retry in {DELAY} seconds" in text
     code, text = attempt(postfix.port)          # early retry
-    assert code == refused_code, text
+    if time.monotonic() - started < DELAY:
+        # Only provably early on a loaded machine: both decisions fell
+        # inside this interval.
+        assert code == refused_code, text
     time.sleep(DELAY + 0.5)
     code, text = attempt(postfix.port)
     assert code == 250, text
