@@ -368,7 +368,9 @@ class MessageViews:
                 sub_headers, sub_body = _split_headers(part)
                 self._walk_part(sub_headers, sub_body, depth + 1, walk, child_default)
             return
-        if ctype in ("message/rfc822", "message/global") and not name:
+        # An attached message is walked even when it has a file name: phishing
+        # arrives as a forwarded .eml as often as inline.
+        if ctype in ("message/rfc822", "message/global"):
             if depth >= MAX_DEPTH:
                 self.defects.append("message nested too deep")
                 return

@@ -270,3 +270,12 @@ def test_url_host() -> None:
     assert url_host("www.example.org/a") == "www.example.org"
     assert url_host("http://xn--bcher-kva.example/") == "bücher.example"
     assert url_host("mailto:someone@example.com") is None
+
+
+def test_attached_eml_with_a_name_is_walked() -> None:
+    body = (b"--o\nContent-Type: message/rfc822; name=\"fwd.eml\"\n"
+            b"Content-Disposition: attachment; filename=\"fwd.eml\"\n\n"
+            b"Subject: inner\nContent-Type: text/plain\n\nverify your account now\n--o--\n")
+    v = MessageViews([("Content-Type", "multipart/mixed; boundary=o")], body, 10000)
+    assert "verify your account now" in v.texts("body")
+    assert v.texts("attachment-names") == ["fwd.eml"]
