@@ -16,7 +16,6 @@ zones bring negative weights, and the sum against a threshold decides).
 
 from __future__ import annotations
 
-import concurrent.futures
 import ipaddress
 import logging
 import re
@@ -25,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from milterguard.dnsquery import NODATA, NXDOMAIN, OK, DnsQuery
+from milterguard.dnsquery import NODATA, NXDOMAIN, OK, DnsQuery, DnsResult
 from milterguard.verdict import STRENGTH, Action, Finding, Reply, clean_reply_text
 from milterguard.yamlsrc import LDict, LList
 
@@ -209,7 +208,6 @@ class DnsblChecker:
                  weighted_action: Action = Action.REJECT,
                  deadline: float = 2.0, self_test: bool = True,
                  self_test_interval: float = 900.0, self_test_poll: float = 1.0,
-                 max_parallel: int = 64,
                  clock: Callable[[], float] = time.time) -> None:
         self.zones = zones
         self.query = query
@@ -224,8 +222,6 @@ class DnsblChecker:
         self.counters = {z.name: ZoneCounters() for z in zones}
         self.suspended: set[str] = set()
         self._lock = threading.Lock()
-        self._pool = (concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_parallel, thread_name_prefix="dnsbl") if zones else None)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -246,10 +242,6 @@ class DnsblChecker:
         if not isinstance(self_test, bool):
             raise section.error("must be true or false", "self_test")
         interval = _number(section, "self_test_interval", 900.0, 0.0, 7 * 86400.0)
-        max_parallel = section.get("max_parallel", 64)
-        if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) \
-                or not 1 <= max_parallel <= 1024:
-            raise section.error("must be an integer from 1 to 1024", "max_parallel")
         default_reply = section.get("reply", DEFAULT_REPLY)
         parse_reply(section, "reply", default_reply)
         zones_cfg = section.get("zones", [])
@@ -273,43 +265,55 @@ class DnsblChecker:
         return cls(zones, query, mode=mode, threshold=threshold,
                    weighted_action=weighted_action, deadline=deadline,
                    self_test=self_test, self_test_interval=interval,
-                   max_parallel=max_parallel, clock=clock)
+                   clock=clock)
 
     # -- querying ------------------------------------------------------------
 
     def check(self, addr: str, deadline: float | None = None) -> list[ZoneResult]:
-        """Ask every active zone about ``addr``, all within one deadline."""
-        if not self.zones or self._pool is None:
-            return []
+        """Ask every active zone about ``addr``, all within one deadline.
+
+        All A queries leave at once (one socket, see DnsQuery.lookup_many);
+        the TXT records of the zones that list the client follow, in a
+        second batch, within what is left of the deadline.
+        """
         budget = self.deadline if deadline is None else deadline
         end = time.monotonic() + budget
         results: list[ZoneResult] = []
-        futures: dict[concurrent.futures.Future[ZoneResult], DnsblZone] = {}
+        asked: list[tuple[DnsblZone, str]] = []
         for zone in self.zones:
             qname = zone.query_name(addr)
             if qname is None:
                 continue
             if zone.name in self.suspended:
-                self._count(zone.name, "suspended")
+                self._count(zone.name, SUSPENDED)
                 results.append(ZoneResult(zone, SUSPENDED))
                 continue
-            futures[self._pool.submit(self._ask, zone, qname, end)] = zone
-        done, _ = concurrent.futures.wait(futures, timeout=max(0.0, end - time.monotonic()))
-        for future, zone in futures.items():
-            if future in done and future.exception() is None:
-                result = future.result()
-            else:
-                # The lookup may still be running; it ends on its own lifetime.
-                result = ZoneResult(zone, UNKNOWN, error="deadline")
-            self._count(zone.name, result.status)
+            asked.append((zone, qname))
+        if not asked:
+            return results
+        answers = self.query.lookup_many([q for _, q in asked], "A", budget)
+        decided: list[ZoneResult] = []
+        want_txt: list[tuple[int, str]] = []
+        for (zone, qname), answer in zip(asked, answers):
+            result = self._classify(zone, answer)
+            if result.status == LISTED and zone.txt:
+                want_txt.append((len(decided), qname))
+            decided.append(result)
+        if want_txt:
+            remaining = end - time.monotonic()
+            txts = self.query.lookup_many([q for _, q in want_txt], "TXT", remaining)
+            for (index, _), txt in zip(want_txt, txts):
+                if txt.status == OK and txt.records:
+                    decided[index].txt = txt.records[0]
+        for result in decided:
+            self._count(result.zone.name, result.status)
             if result.status == UNKNOWN:
                 log.info("event=dnsbl-unknown zone=%s client=%s error=%s codes=%s",
-                         zone.name, addr, result.error, ",".join(result.codes) or "-")
-            results.append(result)
-        return results
+                         result.zone.name, addr, result.error,
+                         ",".join(result.codes) or "-")
+        return results + decided
 
-    def _ask(self, zone: DnsblZone, qname: str, end: float) -> ZoneResult:
-        answer = self.query.lookup(qname, "A", timeout=end - time.monotonic())
+    def _classify(self, zone: DnsblZone, answer: DnsResult) -> ZoneResult:
         if answer.status in (NXDOMAIN, NODATA):
             return ZoneResult(zone, CLEAN)
         if answer.status != OK:
@@ -319,13 +323,7 @@ class DnsblChecker:
             return ZoneResult(zone, UNKNOWN, codes=answer.records, error="unexpected-code")
         if strange:
             log.info("event=dnsbl-strange-code zone=%s codes=%s", zone.name, ",".join(strange))
-        txt = ""
-        if zone.txt:
-            remaining = end - time.monotonic()
-            txt_answer = self.query.lookup(qname, "TXT", timeout=remaining)
-            if txt_answer.status == OK and txt_answer.records:
-                txt = txt_answer.records[0]
-        return ZoneResult(zone, LISTED, tuple(hit), answer.records, txt)
+        return ZoneResult(zone, LISTED, tuple(hit), answer.records)
 
     def _count(self, name: str, status: str) -> None:
         with self._lock:
@@ -374,41 +372,41 @@ class DnsblChecker:
 
     # -- self-test -----------------------------------------------------------
 
-    def self_test_zone(self, zone: DnsblZone) -> tuple[bool, str]:
+    def _test_points(self, zone: DnsblZone) -> tuple[str, str]:
         """RFC 5782 test points: 127.0.0.2 must be listed, 127.0.0.1 must not."""
         if zone.ipv4:
-            listed_q, clean_q = zone.query_name("127.0.0.2"), zone.query_name("127.0.0.1")
-        else:
-            # RFC 5782's IPv6 test points, asked as nibbles (query_name would
-            # turn these IPv4-mapped addresses into IPv4 queries).
-            listed_q = _nibbles("::ffff:7f00:2", zone.zone)
-            clean_q = _nibbles("::ffff:7f00:1", zone.zone)
-        if not listed_q or not clean_q:
-            return False, "no-test-point"
-        positive = self.query.lookup(listed_q, "A", timeout=self.deadline, use_cache=False)
-        if positive.status != OK:
-            return False, f"test-point-127.0.0.2={positive.status}"
-        good = [r for r in positive.records if _is_listing_code(r)]
-        if not good:
-            return False, "test-point-127.0.0.2-codes=" + ",".join(positive.records)
-        negative = self.query.lookup(clean_q, "A", timeout=self.deadline, use_cache=False)
-        if negative.status not in (NXDOMAIN, NODATA):
-            return False, f"test-point-127.0.0.1={negative.status}"
-        return True, "ok"
+            return (f"2.0.0.127.{zone.zone}", f"1.0.0.127.{zone.zone}")
+        # IPv6-only zones: ::FFFF:7F00:2 and ::FFFF:7F00:1, as nibbles
+        # (query_name would turn these IPv4-mapped addresses into IPv4).
+        return (_nibbles("::ffff:7f00:2", zone.zone), _nibbles("::ffff:7f00:1", zone.zone))
+
+    def self_test(self) -> dict[str, tuple[bool, str]]:
+        """Test every zone once, all test points in one batch; no cache."""
+        points = [self._test_points(z) for z in self.zones]
+        names = [p[0] for p in points] + [p[1] for p in points]
+        answers = self.query.lookup_many(names, "A", self.deadline, use_cache=False)
+        count = len(self.zones)
+        out: dict[str, tuple[bool, str]] = {}
+        for index, zone in enumerate(self.zones):
+            positive, negative = answers[index], answers[count + index]
+            if positive.status != OK:
+                out[zone.name] = (False, f"test-point-127.0.0.2={positive.status}")
+            elif not any(_is_listing_code(r) for r in positive.records):
+                out[zone.name] = (False, "test-point-127.0.0.2-codes="
+                                  + ",".join(positive.records))
+            elif negative.status not in (NXDOMAIN, NODATA):
+                out[zone.name] = (False, f"test-point-127.0.0.1={negative.status}")
+            else:
+                out[zone.name] = (True, "ok")
+        return out
 
     def run_self_tests(self) -> dict[str, bool]:
-        """Test every zone once (in parallel); suspend or resume each."""
-        if not self.zones or self._pool is None:
+        """Test every zone once; suspend a failing zone, resume a passing one."""
+        if not self.zones:
             return {}
-        futures = {z.name: self._pool.submit(self.self_test_zone, z) for z in self.zones}
-        out: dict[str, bool] = {}
-        for name, future in futures.items():
-            try:
-                ok, why = future.result()
-            except Exception as exc:  # a bug here must not kill the thread
-                ok, why = False, type(exc).__name__
-            out[name] = ok
-            with self._lock:
+        outcome = self.self_test()
+        with self._lock:
+            for name, (ok, why) in outcome.items():
                 was = name in self.suspended
                 if ok and was:
                     self.suspended.discard(name)
@@ -418,7 +416,7 @@ class DnsblChecker:
                     if not was:
                         self.suspended.add(name)
                         log.warning("event=dnsbl-suspended zone=%s reason=%s", name, why)
-        return out
+        return {name: ok for name, (ok, _) in outcome.items()}
 
     def start(self) -> None:
         """Self-test now and then every interval, in a background thread."""
@@ -449,9 +447,6 @@ class DnsblChecker:
         if self._thread is not None:
             self._thread.join(timeout=self.deadline * 2 + 5)
             self._thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
 
     def stats(self) -> dict[str, dict[str, int]]:
         with self._lock:

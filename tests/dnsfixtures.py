@@ -126,12 +126,14 @@ class DnsAuthority:
 
     def __init__(self, records: dict[str, dict[str, list[str]]],
                  servfail: Iterable[str] = (), silent: Iterable[str] = (),
-                 forward: dict[str, tuple[str, int]] | None = None, ttl: int = 300) -> None:
+                 forward: dict[str, tuple[str, int]] | None = None, ttl: int = 300,
+                 delay: float = 0.0) -> None:
         self.records = {k.lower().rstrip("."): v for k, v in records.items()}
         self.servfail = [s.lower().rstrip(".") for s in servfail]
         self.silent = [s.lower().rstrip(".") for s in silent]
         self.forward = {k.lower().rstrip("."): v for k, v in (forward or {}).items()}
         self.ttl = ttl
+        self.delay = delay      # seconds before each answer: emulates a distant resolver
         self.port = 0
         self.queries: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -186,6 +188,8 @@ class DnsAuthority:
             self.queries.append((name, rdtype))
         if _in_zone(name, self.silent):
             return None
+        if self.delay:
+            time.sleep(self.delay)
         zone = _in_zone(name, self.forward)
         if zone is not None:
             host, port = self.forward[zone]

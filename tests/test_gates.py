@@ -235,3 +235,67 @@ def test_tcp_answers_from_authority():
         assert reply.answer[0][0].to_text() == "192.0.2.1"
     finally:
         auth.stop()
+
+
+def test_lookup_many_mixed_batch():
+    auth = DnsAuthority({"a.example.com": {"A": ["192.0.2.1", "192.0.2.2"],
+                                           "TXT": ['"one" "two"']},
+                         "txt.example.com": {"TXT": ['"x"']}},
+                        servfail=["broken.example"], silent=["silent.example"]).start()
+    try:
+        query = make_query(auth.port, FakeClock())
+        names = ["a.example.com", "missing.example.com", "txt.example.com",
+                 "x.broken.example", "x.silent.example", "x" * 64 + ".example"]
+        results = query.lookup_many(names, "A", 0.5)
+        assert [r.status for r in results] == [OK, NXDOMAIN, "nodata", UNKNOWN, UNKNOWN, UNKNOWN]
+        assert sorted(results[0].records) == ["192.0.2.1", "192.0.2.2"]
+        assert results[3].error == "servfail" and results[4].error == "timeout"
+        assert query.lookup_many(["a.example.com"], "TXT", 0.5)[0].records == ("onetwo",)
+        # Cached now: a second batch does not ask again.
+        query.lookup_many(["a.example.com"], "A", 0.5)
+        assert auth.count("a.example.com", "A") == 1
+    finally:
+        auth.stop()
+
+
+def test_lookup_many_retries_on_second_nameserver():
+    import socket
+    import time as _time
+
+    from dnsfixtures import BlackHole
+    auth = DnsAuthority({"a.example.com": {"A": ["192.0.2.1"]}})  # answers by hand below
+    second = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    second.bind(("127.0.0.2", 0))
+    port = second.getsockname()[1]
+    first = BlackHole()
+    first.sock.close()
+    first.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    first.sock.bind(("127.0.0.1", port))
+    stop = threading.Event()
+
+    def serve() -> None:
+        second.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                data, peer = second.recvfrom(4096)
+            except OSError:
+                continue
+            out = auth.answer(data)
+            if out:
+                second.sendto(out, peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        query = make_query(port, FakeClock())
+        query.resolver.nameservers = ["127.0.0.1", "127.0.0.2"]
+        start = _time.monotonic()
+        result = query.lookup_many(["a.example.com"], "A", 0.6)[0]
+        elapsed = _time.monotonic() - start
+        assert result.records == ("192.0.2.1",)
+        assert elapsed >= 0.25  # resent at half the deadline, to the second server
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        second.close()
+        first.close()
