@@ -126,7 +126,10 @@ def pct(part: int, whole: int) -> str:
 
 
 def evaluate(corpus: str, spec: str, jobs: int, timeout: float) -> dict:
-    files = collect_files([corpus])
+    # The corpus's own index files (MANIFEST.tsv) are not mail.
+    files = [f for f in collect_files([corpus])
+             if not os.path.basename(f).upper().startswith("MANIFEST")
+             and not f.lower().endswith((".tsv", ".csv"))]
     folders: dict[str, dict] = {}
     ham_fp: list[tuple[str, str, list[str]]] = []
     flagged: list[tuple[str, str, float, str]] = []
