@@ -257,7 +257,7 @@ class DnsblChecker:
                 where.file = section.file
                 where.line = zones_cfg.line_of(index) if isinstance(zones_cfg, LList) else 0
                 raise where.error("each zone must be a mapping", f"zones[{index}]")
-            zone = _parse_zone(item, mode, default_reply)
+            zone = _parse_zone(item, default_reply)
             if zone.name in seen:
                 raise item.error(f"duplicate zone name {zone.name!r}", "name", zone.name)
             seen.add(zone.name)
@@ -475,7 +475,8 @@ def _number(section: LDict, key: str, default: float, low: float = -1e9,
     return float(value)
 
 
-def _parse_zone(item: LDict, mode: str, default_reply: str) -> DnsblZone:
+def _parse_zone(item: LDict, default_reply: str) -> DnsblZone:
+    """One zone; both modes read the same filters (the mode picks action or weight)."""
     name = item.get("name")
     if not isinstance(name, str) or not _ZONE_NAME_RE.match(name):
         raise item.error("must be a short name (letters, digits, - . _)", "name")
@@ -531,6 +532,5 @@ def _parse_zone(item: LDict, mode: str, default_reply: str) -> DnsblZone:
         f_weight = _number(where, "weight", weight, rule=name) if "weight" in entry else weight
         filters.append(CodeFilter(str(entry.get("match")), low, high, mask,
                                   f_category, f_action, f_weight))
-    del mode  # both modes read the same filters; the mode picks action or weight
     return DnsblZone(name, zone, tuple(filters), flags["ipv4"], flags["ipv6"],
                      reply, reply_name, flags["txt"])
