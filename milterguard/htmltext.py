@@ -14,6 +14,8 @@ tolerated the way a browser would roughly tolerate them.
 from __future__ import annotations
 
 import re
+import time
+from html import unescape
 from html.parser import HTMLParser
 
 # Elements whose content is never shown in a mail reader.
@@ -56,7 +58,6 @@ _SCOPE = frozenset({"table", "div", "td", "th", "blockquote", "ul", "ol",
 
 _FONT_SIZE = re.compile(r"(?<![-\w])font-size\s*:\s*([0-9]*\.?[0-9]*)\s*(px|pt|em|rem|%)?", re.I)
 
-_SPACES = re.compile(r"[ \t\r\n\f\u00a0]+")
 
 #: Safety cap on links collected from one part.
 MAX_LINKS = 1000
@@ -99,6 +100,8 @@ class _Renderer(HTMLParser):
         self.out: list[str] = []
         self.links: list[str] = []
         self.pre_depth = 0
+        #: The time budget ran out and the rest was stripped crudely.
+        self.truncated = False
 
     # -- state helpers -------------------------------------------------
     def _hidden(self) -> bool:
@@ -185,7 +188,14 @@ class _Renderer(HTMLParser):
         if self.pre_depth:
             self.out.append(data)
         else:
-            self.out.append(_SPACES.sub(" ", data))
+            # split/join is much faster than a regex sub on long text; keep a
+            # space at either end so words in neighbouring elements stay apart.
+            core = " ".join(data.split())
+            if data[:1].isspace():
+                core = " " + core
+            if data[-1:].isspace() and core != " ":
+                core += " "
+            self.out.append(core)
 
     # Comments, declarations, processing instructions: never shown.
     def handle_comment(self, data: str) -> None:
@@ -207,15 +217,66 @@ def _finish(parts: list[str]) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def render(html: str) -> tuple[str, list[str]]:
-    """Return (visible text, links) of an HTML document or fragment."""
+#: Characters handed to html.parser per feed() call.
+FEED_CHUNK = 16 * 1024
+#: Seconds of html.parser work per document before the crude fallback.
+DEFAULT_BUDGET = 0.25
+
+_RUNS_OF_LT = re.compile(r"<{2,}")
+_CRUDE_TAG = re.compile(r"<[^<>]{0,4096}>")
+_CRUDE_HIDDEN = re.compile(r"<(script|style|title|head)\b[^>]{0,4096}>.{0,200000}?</\1\s*>", re.I | re.S)
+
+
+def _crude_text(html: str, budget: float) -> str:
+    """Tag stripping for what the parser had no time left for.
+
+    Regex-only and chunked against its own time budget: the rest of an
+    adversarial document (megabytes of '<' or entities) is dropped rather
+    than allowed to hold up the message.
+    """
+    deadline = time.monotonic() + budget
+    out = []
+    chunk = 64 * 1024
+    for pos in range(0, len(html), chunk):
+        piece = _RUNS_OF_LT.sub("<", html[pos:pos + chunk])
+        piece = _CRUDE_TAG.sub(" ", _CRUDE_HIDDEN.sub(" ", piece))
+        out.append(unescape(piece) if "&" in piece else piece)
+        if time.monotonic() > deadline:
+            break
+    return "".join(out)
+
+
+def render(html: str, budget: float = DEFAULT_BUDGET) -> tuple[str, list[str]]:
+    """Return (visible text, links) of an HTML document or fragment.
+
+    html.parser is pure Python and slow on pathological markup (hundreds of
+    thousands of tags, a megabyte of '<'). It is fed in chunks against a time
+    budget; whatever is left when the budget runs out is stripped of tags by
+    a linear-time regex, so the text is still scanned and the message never
+    takes long.
+    """
     parser = _Renderer()
+    deadline = time.monotonic() + budget
+    pos = 0
+    rest = ""
     try:
-        parser.feed(html)
-        parser.close()
+        while pos < len(html):
+            parser.feed(html[pos:pos + FEED_CHUNK])
+            pos += FEED_CHUNK
+            if pos < len(html) and time.monotonic() > deadline:
+                rest = parser.rawdata + html[pos:]
+                parser.rawdata = ""
+                parser.truncated = True
+                break
+        else:
+            parser.close()
     except Exception:  # noqa: BLE001 - html.parser may assert on odd markup
-        pass
-    return _finish(parser.out), parser.links
+        rest = (parser.rawdata or "") + html[pos + FEED_CHUNK:]
+    text = _finish(parser.out)
+    if rest:
+        crude = _finish([_crude_text(rest, max(budget, DEFAULT_BUDGET))])
+        text = f"{text}\n{crude}" if text and crude else (text or crude)
+    return text, parser.links
 
 
 def html_to_text(html: str) -> str:

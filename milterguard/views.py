@@ -57,8 +57,7 @@ _ENCODED_WORD = re.compile(
     r"=\?([^?\s]{1,75})\?([bBqQ])\?([^?]*?)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(?==\?[^?\s]{1,75}\?[bBqQ]\?)")
 _FOLD = re.compile(r"\r?\n(?=[ \t])|\r?\n")
-_URL_TEXT = re.compile(
-    r"""(?:\b(?:https?|ftp)://|\bwww\.)[^\s<>"'`{}|\\^\[\]]{2,2000}""", re.I)
+_URL_TAIL = re.compile(r"""[^\s<>"'`{}|\\^\[\]]{2,2000}""")
 _QP_HEADER_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([-\w:.]{1,40})""", re.I)
 _HEADER_LINE_END = re.compile(rb"\r?\n\r?\n")
@@ -455,10 +454,9 @@ class MessageViews:
             if low.startswith(("http:", "https:", "ftp:", "www.", "//")):
                 urls.append(link)
         for text in walk.texts:
-            for match in _URL_TEXT.finditer(text):
-                urls.append(match.group(0).rstrip(".,;:!?)'\""))
-                if len(urls) >= MAX_URLS:
-                    break
+            urls.extend(text_urls(text, MAX_URLS - len(urls)))
+            if len(urls) >= MAX_URLS:
+                break
         return _dedupe(urls)[:MAX_URLS]
 
     def _url_hosts(self) -> list[str]:
@@ -468,6 +466,34 @@ class MessageViews:
             if host:
                 hosts.append(host)
         return _dedupe(hosts)
+
+
+def text_urls(text: str, limit: int = MAX_URLS) -> list[str]:
+    """URLs written out in plain text (scheme://... or www....).
+
+    Found with str.find on the markers rather than one regex over the whole
+    text: a regex without a literal prefix tries every position, which costs
+    a lot on megabytes of text.
+    """
+    found: list[tuple[int, str]] = []
+    low = text.lower()
+    pos = low.find("://")
+    while pos >= 0 and len(found) < limit:
+        start = next((pos - len(s) for s in ("https", "http", "ftp") if low.endswith(s, 0, pos)), -1)
+        if start >= 0 and (start == 0 or not low[start - 1].isalnum()):
+            tail = _URL_TAIL.match(text, pos + 3)
+            if tail:
+                found.append((start, text[start:tail.end()]))
+        pos = low.find("://", pos + 3)
+    pos = low.find("www.")
+    while pos >= 0 and len(found) < limit:
+        if pos == 0 or not (low[pos - 1].isalnum() or low[pos - 1] in "./-@"):
+            tail = _URL_TAIL.match(text, pos)
+            if tail and "." in tail.group(0)[4:]:
+                found.append((pos, tail.group(0)))
+        pos = low.find("www.", pos + 4)
+    found.sort()
+    return [url.rstrip(".,;:!?)'\"") for _, url in found[:limit]]
 
 
 _URL_HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//(?:[^@/?#\\]*@)?(\[[^\]/]*\]|[^:/?#\\]*)", re.I)
