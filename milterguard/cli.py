@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "bans",
     "logscan",
     "import_postfix",
+    "explain",
 ]
 
 DESCRIPTION = """\

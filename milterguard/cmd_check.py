@@ -22,6 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", metavar="FILE", help="site config (YAML)")
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    p.add_argument("--strict", action="store_true",
+                   help="lint warnings (shadowed rules, risky patterns, ...) fail the check too")
+    p.add_argument("--no-dynamic", action="store_true",
+                   help="skip running regexes on adversarial texts (structural lint only)")
     p.set_defaults(func=check)
 
 
@@ -38,8 +42,19 @@ def check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc)
         return 1
+    # Rules that load but will not do what their author meant (milterguard.lint).
+    from milterguard.lint import ERROR, lint
+    findings = lint(policy.ruleset, dynamic=not args.no_dynamic)
+    errors = [f for f in findings if f.level == ERROR]
+    for finding in findings:
+        if finding.level == ERROR or args.strict or not args.quiet:
+            print(finding)
+    if errors or (args.strict and findings):
+        print(f"{len(errors)} error(s), {len(findings) - len(errors)} warning(s) from lint",
+              file=sys.stderr)
+        return 1
     if not args.quiet:
         rs = policy.ruleset
         print(f"ok: {len(rs)} rules from {len(rs.sources)} files; "
-              f"{len(rs.matchers)} compiled targets")
+              f"{len(rs.matchers)} compiled targets; {len(findings)} lint warning(s)")
     return 0
