@@ -104,7 +104,11 @@ class Session:
         if auth:
             self.client.authenticated = auth
             if self.engine.policy.trust_authenticated:
+                # A client that logged in is trusted even if its address
+                # looked bad at connect: drop the delayed verdict.
                 self.trusted = True
+                self.pending = None
+                self.conn_findings = []
         policy = self.engine.policy
         self.msg = _Message(MessageInfo(sender=sender, queue_id=macros.get("i", "")), policy)
         if self.pending is None and self.conn_findings:

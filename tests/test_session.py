@@ -225,3 +225,11 @@ def test_out_of_order_events_do_not_crash(engine):
     s.body(b"wire the funds")
     assert s.eom().verdict.action == Action.REJECT
     s.close()
+
+
+def test_authenticated_client_drops_delayed_reject(engine):
+    s = start(engine, helo="bad.example")
+    assert s.mail("x@example.com", {"{auth_authen}": "alice"}).action == Action.CONTINUE
+    assert s.rcpt("r@example.net").action == Action.CONTINUE
+    s.close()
+    assert engine.store.hits == []

@@ -120,8 +120,6 @@ def test_authenticated_client_skips_envelope_gates(mta):
     assert code == 250, text
 
 
-@pytest.mark.xfail(strict=True, reason="session.py: a connect reject delayed to RCPT is "
-                   "still given after the client authenticates at MAIL FROM")
 def test_authenticated_client_passes_although_listed(mta):
     code, text = transaction(mta.port, "192.0.2.66", "mail.example.org", login="alice")
     assert code == 250, text
