@@ -25,7 +25,10 @@ RECIPIENT_CATEGORY = "bad-recipient"
 
 # RFC 5321 atext, plus any non-ASCII character (RFC 6531 UTF8-non-ascii).
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]"
-_DOT_STRING = re.compile(rf"^{_ATEXT}+(?:\.{_ATEXT}+)*$")
+# Dots anywhere in the local part ("j..doe", "user."): RFC 5321 forbids
+# them, but real senders (some mobile carriers, old directories) use them and
+# Postfix accepts them; refusing them would lose legitimate mail.
+_DOT_STRING = re.compile(rf"^(?:{_ATEXT}|\.)*{_ATEXT}(?:{_ATEXT}|\.)*$")
 _QUOTED = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"$')
 _LABEL = re.compile(r"^(?:[A-Za-z0-9\u0080-\U0010ffff]"
                     r"(?:[A-Za-z0-9\u0080-\U0010ffff-]{0,61}[A-Za-z0-9\u0080-\U0010ffff])?)$")
