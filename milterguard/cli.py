@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "bans",
     "logscan",
     "import_postfix",
+    "stats",
+    "report",
     "explain",
 ]
 
