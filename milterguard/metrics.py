@@ -1,0 +1,258 @@
+"""Prometheus metrics of the daemon (``prometheus_client``), optional.
+
+Off unless ``metrics.listen`` is set (default ""): an HTTP listener then
+serves the text format at ``/metrics`` on that address, 127.0.0.1 when
+only a port is given, so nothing is exposed beyond the host unless the
+admin says so.
+
+What is counted, and where:
+
+- ``milterguard_messages_total{action}``: one per message the session
+  logs (accept, tag, reject, tempfail, discard, quarantine, abort, close),
+  and connections refused before any message; ``Session`` calls
+  ``message(action)``.
+- ``milterguard_hits_total{category,rule,observe}``: every hit recorded,
+  counted where the engine hands hits to the store (``attach`` wraps
+  ``Engine.record``).
+- ``milterguard_stage_duration_seconds{stage}``: a histogram per milter
+  callback, timed by the adapter (``stage_latency``).
+- ``milterguard_dnsbl_results_total{zone,result}`` (listed, clean, unknown,
+  suspended) and ``milterguard_dnsbl_timeouts_total{zone}``: counted from
+  the results of each DNSBL check (``attach`` wraps the checker's
+  ``check``; the DNSBL module may also call ``dnsbl_result`` itself).
+- ``milterguard_greylist_total{outcome}``: new, early, passed, known,
+  allowlisted, auto-allowlisted, error (``attach`` wraps the greylist).
+- ``milterguard_active_bans``, ``milterguard_rule_reloads_total`` and
+  ``milterguard_rule_reload_failures_total``: read at scrape time from the
+  bans table and the engine's own counters, so nothing on the SMTP path
+  pays for them.
+
+Instrumentation is cheap: label children are cached per label tuple, and
+without a listener nothing is attached at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from typing import Any, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from milterguard.errors import MilterguardError
+
+log = logging.getLogger("milterguard.metrics")
+
+#: Milter callbacks are mostly sub-millisecond; DNS and big bodies take longer.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                   0.5, 1.0, 2.5, 5.0)
+TIMEOUT_ERRORS = ("timeout", "deadline")
+
+
+class _EngineCollector:
+    """Values read at scrape time: reloads, active bans."""
+
+    def __init__(self, engine: Any, database: str | None, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self.database = database
+        self.clock = clock
+
+    def _active_bans(self) -> int:
+        if not self.database:
+            return 0
+        try:
+            conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=1.0)
+        except sqlite3.Error:
+            return 0
+        try:
+            row = conn.execute("SELECT COUNT(*) FROM bans WHERE expires > ?",
+                               (self.clock(),)).fetchone()
+            return int(row[0])
+        except sqlite3.Error:   # no bans table yet: nothing banned
+            return 0
+        finally:
+            conn.close()
+
+    def collect(self) -> Iterable[Any]:
+        if self.engine is not None:
+            yield CounterMetricFamily("milterguard_rule_reloads",
+                                      "Successful rule/config reloads",
+                                      value=getattr(self.engine, "reloads", 0))
+            yield CounterMetricFamily("milterguard_rule_reload_failures",
+                                      "Reloads refused (broken edit, old rules kept)",
+                                      value=getattr(self.engine, "reload_failures", 0))
+        yield GaugeMetricFamily("milterguard_active_bans", "Bans in force now",
+                                value=self._active_bans())
+
+
+class Metrics:
+    """The daemon's metrics; one registry per instance (tests make several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._messages = Counter("milterguard_messages", "Messages by final action",
+                                 ["action"], registry=r)
+        self._hits = Counter("milterguard_hits", "Hits recorded, by category and rule",
+                             ["category", "rule", "observe"], registry=r)
+        self._latency = Histogram("milterguard_stage_duration_seconds",
+                                  "Time spent in each milter callback", ["stage"],
+                                  buckets=LATENCY_BUCKETS, registry=r)
+        self._dnsbl = Counter("milterguard_dnsbl_results", "DNSBL answers per zone",
+                              ["zone", "result"], registry=r)
+        self._dnsbl_timeouts = Counter("milterguard_dnsbl_timeouts",
+                                       "DNSBL lookups that timed out (also counted unknown)",
+                                       ["zone"], registry=r)
+        self._greylist = Counter("milterguard_greylist", "Greylisting outcomes per recipient",
+                                 ["outcome"], registry=r)
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+        self._collector: _EngineCollector | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    # -- instrumentation points (called on the SMTP path) ----------------
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            with self._lock:
+                child = self._children.get(key)
+                if child is None:
+                    child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def message(self, action: str) -> None:
+        self._child(self._messages, action).inc()
+
+    def hit(self, category: str, rule: str, observe: bool = False) -> None:
+        self._child(self._hits, category or "-", rule or "-", "1" if observe else "0").inc()
+
+    def hits(self, hits: Iterable[Any]) -> None:
+        for h in hits:
+            self.hit(h.category, h.rule_id, bool(h.observe))
+
+    def stage_latency(self, stage: str, seconds: float) -> None:
+        self._child(self._latency, stage).observe(seconds)
+
+    def dnsbl_result(self, zone: str, status: str, error: str = "") -> None:
+        self._child(self._dnsbl, zone, status).inc()
+        if error in TIMEOUT_ERRORS:
+            self._child(self._dnsbl_timeouts, zone).inc()
+
+    def greylist(self, outcome: str) -> None:
+        self._child(self._greylist, outcome or "-").inc()
+
+    # -- wiring ----------------------------------------------------------
+
+    def attach(self, engine: Any, database: str | None = None,
+               clock: Callable[[], float] = time.time) -> None:
+        """Instrument an Engine without touching the checks' modules.
+
+        Sets ``engine.metrics`` (read by the session and the adapter) and
+        wraps the engine's hit recording, the DNSBL checker and the
+        greylist so their results are counted as they pass.
+        """
+        engine.metrics = self
+        record = engine.record
+
+        def counted_record(hits: list[Any]) -> None:
+            self.hits(hits)
+            record(hits)
+        engine.record = counted_record
+
+        dnsbl = getattr(getattr(engine, "gates", None), "dnsbl", None)
+        if dnsbl is not None and hasattr(dnsbl, "check"):
+            check = dnsbl.check
+
+            def counted_check(addr: str, deadline: float | None = None) -> Any:
+                results = check(addr, deadline)
+                for res in results:
+                    self.dnsbl_result(res.zone.name, res.status, res.error)
+                return results
+            dnsbl.check = counted_check
+
+        greylist = getattr(engine, "greylist", None)
+        if greylist is not None and hasattr(greylist, "decide"):
+            engine.greylist = _CountedGreylist(greylist, self)
+
+        if self._collector is None:
+            self._collector = _EngineCollector(engine, database, clock)
+            self.registry.register(self._collector)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP listener; returns the bound port (0 picks one)."""
+        from prometheus_client import start_http_server
+        try:
+            self._server, self._thread = start_http_server(port, addr=host,
+                                                           registry=self.registry)
+        except OSError as exc:
+            raise MilterguardError(f"metrics: cannot listen on {host}:{port}: {exc}") from None
+        bound = int(self._server.server_address[1])
+        log.info("event=metrics-listen addr=%s port=%d", host, bound)
+        return bound
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class _CountedGreylist:
+    """The greylist as the engine sees it, counting every outcome.
+
+    Mirrors ``Greylist.check`` (nothing unless enabled; the finding of
+    ``decide``) so the outcome, which ``check`` drops, can be counted.
+    """
+
+    def __init__(self, inner: Any, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def check(self, client_addr: str, sender: str, rcpt: str) -> Any:
+        if not self._inner.settings.enabled:
+            return None
+        result = self._inner.decide(client_addr, sender, rcpt)
+        self._metrics.greylist(result.outcome)
+        return result.finding
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def parse_listen(section: Any, key: str = "listen") -> tuple[str, int] | None:
+    """``"9899"``, ``"127.0.0.1:9899"``, ``"[::1]:9899"`` -> (host, port); "" -> None."""
+    value = section.get(key, "")
+    if value in (None, "", False):
+        return None
+    text = str(value).strip()
+    host = "127.0.0.1"
+    port_text = text
+    if text.startswith("["):
+        host, _, port_text = text[1:].partition("]:")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    try:
+        port = int(port_text)
+        if not 0 <= port <= 65535 or not host:
+            raise ValueError
+    except ValueError:
+        raise section.error('must be "PORT", "HOST:PORT" or "[V6]:PORT" '
+                            '(empty = no listener)', key) from None
+    return host, port
+
+
+def start_from_config(config: Any, engine: Any) -> Metrics | None:
+    """Attach metrics to the engine and listen, if ``metrics.listen`` is set."""
+    listen = parse_listen(config.section("metrics"))
+    if listen is None:
+        return None
+    metrics = Metrics()
+    metrics.attach(engine, config.database)
+    metrics.serve(*listen)
+    return metrics
