@@ -23,6 +23,7 @@ rbldnsd's reload, named, Postfix) never sees half a file:
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import math
 import os
@@ -99,6 +100,7 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
         raise
 
 
+@functools.lru_cache(maxsize=4096)     # many bans share a reason
 def _txt(text: str, limit: int = 200) -> str:
     """Reason text safe for zone files and maps: printable ASCII, no quotes."""
     out = "".join(ch if 32 <= ord(ch) < 127 else " " for ch in text)
@@ -107,8 +109,13 @@ def _txt(text: str, limit: int = 200) -> str:
 
 
 def _stamp(now: float) -> str:
-    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
+    return _stamp_minute(int(now) // 60 * 60) + f"{int(now) % 60:02d}Z"
+
+
+@functools.lru_cache(maxsize=65536)
+def _stamp_minute(minute: int) -> str:
+    return datetime.datetime.fromtimestamp(minute, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:")
 
 
 # -- nftables ------------------------------------------------------------
