@@ -47,7 +47,7 @@ def test_v1_database_upgrades_in_place_with_its_data(tmp_path):
     store.record([hit])
     assert store.close()
     conn = open_db(path)
-    assert db.schema_version(conn, "hits") == 2
+    assert db.schema_version(conn, "hits") == len(db.MIGRATIONS["hits"]) >= 2
     rows = conn.execute("SELECT client_addr, rule_id, score, authenticated, source FROM hits"
                         " ORDER BY ts").fetchall()
     assert rows[0] == ("198.51.100.4", "old-rule", 0.0, "", "milter")
