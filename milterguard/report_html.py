@@ -62,11 +62,11 @@ def line_chart(starts: list[float], series: dict[str, list[int]],
     for frac in (0.0, 0.5, 1.0):
         y = top + plot_h * (1 - frac)
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" '
-                     f'text-anchor="end">{int(round(peak * frac))}</text>')
-    for i in (0, n // 2, n - 1):
+                     f'text-anchor="end">{round(peak * frac, 1):g}</text>')
+    for i, anchor in ((0, "start"), (n // 2, "middle"), (n - 1, "end")):
         x = left + i * step
         parts.append(f'<text x="{x:.1f}" y="{height - 10}" font-size="11" '
-                     f'text-anchor="middle">{_e(_time(starts[i])[:16])}</text>')
+                     f'text-anchor="{anchor}">{_e(_time(starts[i])[:16])}</text>')
     for name in names:
         points = " ".join(f"{left + i * step:.1f},{top + plot_h * (1 - v / peak):.1f}"
                           for i, v in enumerate(series[name]))
