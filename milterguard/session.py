@@ -315,7 +315,8 @@ class Session:
         return [Hit(rule_id=f.rule_id, category=f.category, stage=stage, action=f.action,
                     client_addr=self.client.addr, helo=self.client.helo, sender=info.sender,
                     recipients=recipients, queue_id=info.queue_id, detail=f.detail[:200],
-                    score=f.score, observe=f.observe, ts=now)
+                    score=f.score, observe=f.observe,
+                    authenticated=self.client.authenticated, ts=now)
                 for stage, f in findings]
 
     def _record(self, findings: list[tuple[str, Finding]], rcpt_only: str | None = None) -> None:

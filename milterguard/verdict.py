@@ -99,6 +99,7 @@ class Hit:
     detail: str = ""
     score: float = 0.0
     observe: bool = False
+    authenticated: str = ""   # SASL login of the client: bans never count these
     ts: float = field(default_factory=time.time)
 
 

@@ -128,3 +128,27 @@ dnsbl:
         assert checker.findings("198.51.100.3", checker.check("198.51.100.3")) == []
     finally:
         checker.close()
+
+
+def test_daemon_rejects_banned_address_through_its_socket(rbldnsd, milterguard_factory):
+    """The whole loop: bans -> exported zone -> rbldnsd -> the running milter."""
+    from milterguard.replay import replay_message
+
+    daemon = milterguard_factory(f"""
+dns: {{nameservers: [127.0.0.1], port: {rbldnsd}, cache: false}}
+dnsbl:
+  self_test: true
+  zones:
+    - {{name: own, zone: {ZONE}, codes: [127.0.0.2]}}
+envelope: {{reject_unknown_sender_domain: false, reject_null_mx: false}}
+rules: {{shipped: true, site: []}}
+allowlist: {{networks: ["127.0.0.0/8"]}}
+""")
+    message = (b"X-Replay-Client: %s mail.example.net\r\nX-Replay-Helo: mail.example.net\r\n"
+               b"From: a@example.net\r\nTo: b@example.org\r\nSubject: hi\r\n"
+               b"Message-ID: <1@example.net>\r\nDate: Thu, 26 Nov 2026 09:00:00 +0000\r\n\r\nhello\r\n")
+    banned = replay_message(daemon.spec, message % b"192.0.2.66", name="banned")
+    assert banned.action == "reject" and banned.stage == "rcpt", banned
+    assert banned.reply.startswith("554 5.7.1") and "3 helo hits" in banned.reply
+    clean = replay_message(daemon.spec, message % b"198.51.100.3", name="clean")
+    assert clean.action == "accept", clean
