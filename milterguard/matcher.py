@@ -1,9 +1,8 @@
 """Compiled matchers: many phrases or patterns, one pass over the text.
 
-All phrases that read the same target are folded (``normalize.fold``) and
-compiled into one trie-shaped regular expression, so scanning costs about
-the same for ten phrases as for ten thousand: at each position the engine
-follows one branch of the trie instead of trying every phrase. Regular
+All phrases that read the same target are folded (``normalize.fold``),
+split into words and indexed by their first word, so scanning costs about
+the same for ten phrases as for ten thousand (see PhraseMatcher). Regular
 expressions run one by one, each with a timeout, because a catastrophic
 pattern must cost one rule a miss, never stall the milter.
 """
@@ -11,6 +10,7 @@ pattern must cost one rule a miss, never stall the milter.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -34,81 +34,79 @@ class Match:
     phrase: str = ""   # the folded phrase (or pattern) that matched
 
 
-def _is_word(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"
+#: A word, or one punctuation character: phrases and text split alike, so
+#: a phrase matches exactly on word boundaries ("pill" never hits "pills").
+#: (The standard library's engine tokenises about twice as fast as `regex`.)
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 class PhraseMatcher:
     """Finds which of many literal phrases occur, on word boundaries.
 
-    Phrases and text are folded alike (case, width, spacing, look-alikes),
-    so "FREE  Offer" matches the phrase "free offer".
+    Phrases and text are folded alike (case, width, spacing, look-alikes)
+    and split into words. Candidates come from set intersections done in C:
+    the text's words against the one-word phrases, the text's word pairs
+    against the first two words of longer phrases. So the cost per message
+    stays nearly flat from ten phrases to tens of thousands; the text is
+    walked word by word only when a candidate pair occurs in it.
     """
 
     def __init__(self, phrases: Iterable[tuple[str, str]]) -> None:
-        # folded phrase -> rule ids (several rules may share a phrase)
-        self.owners: dict[str, list[str]] = {}
+        # token tuple -> rule ids (several rules may share a phrase)
+        self.owners: dict[tuple[str, ...], list[str]] = {}
         for rule_id, phrase in phrases:
-            key = fold(phrase)
+            key = tuple(_TOKEN.findall(fold(phrase)))
             if key:
                 self.owners.setdefault(key, []).append(rule_id)
-        self._trie: dict = {}
+        self._single: dict[str, tuple[str, ...]] = {}
+        # first two words -> the phrases of two or more words starting so
+        self._multi: dict[tuple[str, str], list[tuple[str, ...]]] = {}
         for key in self.owners:
-            node = self._trie
-            for ch in key:
-                node = node.setdefault(ch, {})
-            node[""] = True
-        self._regex = None
-        if self.owners:
-            body = self._emit(self._trie)
-            self._regex = regex.compile(r"(?<!\w)(?:" + body + r")(?!\w)")
+            if len(key) == 1:
+                self._single[key[0]] = key
+            else:
+                self._multi.setdefault(key[:2], []).append(key)
+        self._singles = frozenset(self._single)
+        self._pairs = frozenset(self._multi)
 
-    @classmethod
-    def _emit(cls, node: dict) -> str:
-        """Turn a trie node into a regex: shared prefixes written once."""
-        branches = []
-        for ch in sorted(k for k in node if k):
-            branches.append(regex.escape(ch) + cls._emit(node[ch]))
-        if not branches:
-            return ""
-        alt = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        if "" in node:
-            return "(?:" + alt + ")?"
-        return alt
-
-    def _phrases_along(self, matched: str) -> Iterable[str]:
-        """Every phrase that is a word-bounded prefix of one regex match.
-
-        The regex reports the longest branch at a position; a shorter phrase
-        that ends inside it ("cheap" in "cheap pills") is found here.
-        """
-        node = self._trie
-        for i, ch in enumerate(matched):
-            node = node.get(ch)
-            if node is None:
-                return
-            if "" in node and (i + 1 == len(matched) or not _is_word(matched[i + 1])
-                               or not _is_word(ch)):
-                yield matched[:i + 1]
+    def __len__(self) -> int:
+        return len(self.owners)
 
     def search(self, text: str, folded: bool = False) -> list[Match]:
-        if self._regex is None or not text:
+        if not self.owners or not text:
             return []
         if not folded:
             text = fold(text)
-        found: dict[str, Match] = {}
-        try:
-            for m in self._regex.finditer(text, overlapped=True, timeout=REGEX_TIMEOUT * 4):
-                for phrase in self._phrases_along(m.group()):
-                    if phrase in found:
+        tokens = _TOKEN.findall(text)
+        found = [self._single[t] for t in self._singles.intersection(tokens)]
+        if self._pairs:
+            pairs = self._pairs.intersection(zip(tokens, tokens[1:]))
+            if pairs:
+                # Only now walk the text, and only where a candidate pair starts.
+                seen: set[tuple[str, ...]] = set()
+                for i, pair in enumerate(zip(tokens, tokens[1:])):
+                    if pair not in pairs:
                         continue
-                    start = max(0, m.start() - EXCERPT)
-                    excerpt = text[start:m.start() + len(phrase) + EXCERPT]
-                    for rule_id in self.owners[phrase]:
-                        found.setdefault(rule_id + "\0" + phrase, Match(rule_id, excerpt, phrase))
-        except TimeoutError:
-            log.warning("event=phrase-timeout phrases=%d bytes=%d", len(self.owners), len(text))
-        return list(found.values())
+                    for key in self._multi[pair]:
+                        if key not in seen and (len(key) == 2 or tuple(tokens[i:i + len(key)]) == key):
+                            seen.add(key)
+                            found.append(key)
+        out = []
+        for key in found:
+            excerpt = self._excerpt(text, key)
+            phrase = " ".join(key)
+            out.extend(Match(rule_id, excerpt, phrase) for rule_id in self.owners[key])
+        return out
+
+    @staticmethod
+    def _excerpt(text: str, key: tuple[str, ...]) -> str:
+        """Context around the first occurrence; only run for hits, so rare."""
+        pattern = r"(?<!\w)" + r"\s*".join(regex.escape(t) for t in key) + r"(?!\w)"
+        m = regex.search(pattern, text)
+        if not m:
+            return " ".join(key)
+        start = max(0, m.start() - EXCERPT)
+        return text[start:m.end() + EXCERPT]
 
 
 class RegexMatcher:
