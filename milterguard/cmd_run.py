@@ -68,10 +68,17 @@ def run(args: argparse.Namespace) -> int:
     old_umask = os.umask(0o000)
     log.info("event=start socket=%s rules=%d state_dir=%s pid=%d", spec,
              len(engine.policy.ruleset), config.state_dir, os.getpid())
+    metrics = None
     try:
+        if config.get("metrics.listen"):
+            # Only then: prometheus_client is needed for metrics alone.
+            from milterguard.metrics import start_from_config
+            metrics = start_from_config(config, engine)
         serve(engine, spec)
     finally:
         os.umask(old_umask)
         engine.close()
+        if metrics is not None:
+            metrics.close()
         log.info("event=stop")
     return 0
