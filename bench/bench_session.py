@@ -1,0 +1,114 @@
+"""CPU cost of one message through the Session (no sockets, no libmilter).
+
+    python3 bench/bench_session.py [--messages N] [--profile] [FILE.eml ...]
+
+The Postfix bench (bench_postfix.py) says how much throughput milterguard
+costs against a do-nothing milter; this one says where that cost goes,
+without Postfix's noise: it replays the same message events the adapter
+would produce through a Session built from the shipped defaults (loopback
+not allowlisted, DNS checks off, as in the Postfix bench), and prints
+microseconds per message, with a cProfile listing on request. Without files
+it uses bench_postfix.py's message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from milterguard.config import load_config  # noqa: E402
+from milterguard.engine import Engine  # noqa: E402
+from milterguard.session import Session  # noqa: E402
+
+CONFIG = """\
+rules: {shipped: true, site: [], reload_interval: 0}
+allowlist: {networks: []}
+envelope: {reject_unknown_sender_domain: false, reject_null_mx: false}
+helo: {reject_unknown: false}
+"""
+
+
+def split_message(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """Header fields as the MTA sends them (unfolded lines kept), and a CRLF body."""
+    raw = raw.replace(b"\r\n", b"\n")
+    head, _, body = raw.partition(b"\n\n")
+    headers: list[tuple[str, str]] = []
+    for line in head.decode("utf-8", "replace").split("\n"):
+        if line[:1] in (" ", "\t") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + "\n" + line)
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            headers.append((name, value.strip()))
+    return headers, body.replace(b"\n", b"\r\n")
+
+
+def run_one(engine: Engine, headers: list[tuple[str, str]], body: bytes) -> None:
+    s = Session(engine)
+    s.connect("client.example.com", "192.0.2.9", 40000)
+    s.helo("client.example.com")
+    s.mail("sender@example.com", {"i": "4F1A2B3C"})
+    s.rcpt("rcpt@example.net")
+    s.data()
+    for name, value in headers:
+        s.header(name, value)
+    s.eoh()
+    for i in range(0, len(body), 65535):
+        s.body(body[i:i + 65535])
+    s.eom()
+    s.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", nargs="*")
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    if args.files:
+        raws = [open(f, "rb").read() for f in args.files]
+    else:
+        import bench_postfix
+        raws = [bench_postfix.MESSAGE.encode()]
+    messages = [split_message(r) for r in raws]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = os.path.join(tmp, "bench.yaml")
+        with open(cfg, "w") as fh:
+            fh.write(CONFIG)
+        engine = Engine.from_config(load_config(cfg, tmp), with_store=False)
+        try:
+            for h, b in messages:     # warm caches and lazy compiles
+                run_one(engine, h, b)
+            n = max(1, args.messages // len(messages))
+            best = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                for _ in range(n):
+                    for h, b in messages:
+                        run_one(engine, h, b)
+                best = min(best, (time.perf_counter() - start) / (n * len(messages)))
+            print(f"session cost: {best * 1e6:.0f} us/message (best of 3, {n * len(messages)} messages each, "
+                  f"{len(engine.policy.ruleset)} rules)")
+            if args.profile:
+                prof = cProfile.Profile()
+                prof.enable()
+                for _ in range(max(1, n // 4)):
+                    for h, b in messages:
+                        run_one(engine, h, b)
+                prof.disable()
+                pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+        finally:
+            engine.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
