@@ -77,6 +77,33 @@ def vector_of(stage: str, category: str, source: str = "milter", rule_id: str = 
     return _STAGE_VECTOR.get(stage, "other")
 
 
+#: Hits per (observe, source, stage, category, rule_id) since ?: walks
+#: hits_combo in GROUP BY order.
+COMBO_SQL = (
+    "SELECT source, stage, category, rule_id, observe, COUNT(*) FROM hits"
+    " WHERE ts >= ? GROUP BY observe, source, stage, category, rule_id")
+
+#: Addresses per latest reason since ?. MAX(ts) per address walks
+#: hits_addr_obs_ts in order (the unary + keeps a store without ANALYZE
+#: statistics from picking hits_combo for "observe = 0" and sorting every
+#: row instead); the join back touches one index entry per address, and a
+#: tie on ts (several hits of one message) goes to the highest id.
+LATEST_SQL = (
+    "SELECT h.source, h.stage, h.category, h.rule_id, COUNT(*) FROM hits h JOIN ("
+    " SELECT MAX(h2.id) AS id FROM hits h2 JOIN ("
+    "  SELECT client_addr, MAX(ts) AS ts FROM hits"
+    "  WHERE ts >= ? AND +observe = 0 AND client_addr <> '' GROUP BY client_addr"
+    " ) m ON h2.client_addr = m.client_addr AND h2.observe = 0 AND h2.ts = m.ts"
+    " GROUP BY h2.client_addr"
+    ") l ON h.id = l.id GROUP BY h.source, h.stage, h.category, h.rule_id")
+
+#: Top addresses since ? (limit ?), over hits_addr_obs_ts.
+TOP_ADDRESSES_SQL = (
+    "SELECT client_addr, COUNT(*) AS n, MAX(ts) FROM hits"
+    " WHERE ts >= ? AND +observe = 0 AND client_addr <> ''"
+    " GROUP BY client_addr ORDER BY n DESC, client_addr LIMIT ?")
+
+
 @dataclass
 class VectorRow:
     vector: str
@@ -135,9 +162,7 @@ def compute_stats(conn: sqlite3.Connection, since: float = 0.0, *,
     logscan_rules: dict[str, int] = {}
     # One pass over the period: the combinations are few, so the mapping to
     # vectors happens in Python rather than as a CASE per row.
-    cur = conn.execute(
-        "SELECT source, stage, category, rule_id, observe, COUNT(*) FROM hits"
-        " WHERE ts >= ? GROUP BY observe, source, stage, category, rule_id", (since,))
+    cur = conn.execute(COMBO_SQL, (since,))
     for source, stage, category, rule_id, obs, count in cur:
         if obs:
             observe[rule_id] = observe.get(rule_id, 0) + count
@@ -153,20 +178,8 @@ def compute_stats(conn: sqlite3.Connection, since: float = 0.0, *,
             logscan_rules[rule_id] = logscan_rules.get(rule_id, 0) + count
 
     addr_by_combo: dict[tuple[str, str], int] = {}
-    # Latest reason per address: the newest hit (ts, then id) of each
-    # address. MAX(ts) per address walks hits_addr_obs_ts in order (the
-    # unary + keeps a store without ANALYZE statistics from picking
-    # hits_combo for "observe = 0" and sorting every row instead); the
-    # join back only touches one index entry per address and the tie on ts
-    # (several hits of one message) goes to the highest id.
-    cur = conn.execute(
-        "SELECT h.source, h.stage, h.category, h.rule_id, COUNT(*) FROM hits h JOIN ("
-        " SELECT MAX(h2.id) AS id FROM hits h2 JOIN ("
-        "  SELECT client_addr, MAX(ts) AS ts FROM hits"
-        "  WHERE ts >= ? AND +observe = 0 AND client_addr <> '' GROUP BY client_addr"
-        " ) m ON h2.client_addr = m.client_addr AND h2.observe = 0 AND h2.ts = m.ts"
-        " GROUP BY h2.client_addr"
-        ") l ON h.id = l.id GROUP BY h.source, h.stage, h.category, h.rule_id", (since,))
+    # Latest reason per address (see LATEST_SQL).
+    cur = conn.execute(LATEST_SQL, (since,))
     for source, stage, category, rule_id, count in cur:
         key = (vector_of(stage, category, source, rule_id), category)
         addr_by_combo[key] = addr_by_combo.get(key, 0) + count
@@ -185,10 +198,7 @@ def compute_stats(conn: sqlite3.Connection, since: float = 0.0, *,
         v["address_pct"] = _pct(int(v["addresses"]), out.total_addresses)
         v["hit_pct"] = _pct(int(v["hits"]), out.total_hits)
 
-    cur = conn.execute(
-        "SELECT client_addr, COUNT(*) AS n, MAX(ts) FROM hits"
-        " WHERE ts >= ? AND +observe = 0 AND client_addr <> ''"
-        " GROUP BY client_addr ORDER BY n DESC, client_addr LIMIT ?", (since, top))
+    cur = conn.execute(TOP_ADDRESSES_SQL, (since, top))
     out.top_addresses = [{"addr": a, "hits": n, "last_seen": last} for a, n, last in cur]
     out.top_rules = sorted(rule_counts.values(), key=lambda r: (-r["hits"], r["rule"]))[:top]
     for entry in out.top_rules:
