@@ -108,7 +108,7 @@ class Metrics:
                                        ["zone"], registry=r)
         self._greylist = Counter("milterguard_greylist", "Greylisting outcomes per recipient",
                                  ["outcome"], registry=r)
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()
         self._collector: _EngineCollector | None = None
         self._server: Any = None
@@ -117,7 +117,7 @@ class Metrics:
     # -- instrumentation points (called on the SMTP path) ----------------
 
     def _child(self, metric: Any, *labels: str) -> Any:
-        key = (metric._name, *labels)
+        key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
             with self._lock:
