@@ -109,15 +109,45 @@ class PhraseMatcher:
         return text[start:m.end() + EXCERPT]
 
 
+#: Patterns that cannot safely join a combined alternation: backreferences
+#: (their group numbers shift) and global inline flags (they would apply to
+#: every other pattern).
+_UNCOMBINABLE = regex.compile(r"\\[1-9]|\\g<|\(\?P=|\(\?[a-zA-Z]+\)")
+
+
 class RegexMatcher:
-    """Per-rule regular expressions over unfolded text, each with a timeout."""
+    """Per-rule regular expressions over unfolded text, each with a timeout.
+
+    Most texts match none of a target's patterns, so one combined
+    alternation of them all is tried first: one pass over the text instead
+    of one per rule. Only when it matches (or times out) do the patterns run
+    one by one to say which rules hit.
+    """
 
     def __init__(self, patterns: Sequence[tuple[str, "regex.Pattern[str]"]]) -> None:
         self.patterns = list(patterns)
-
-    def search(self, text: str) -> list[Match]:
-        out = []
+        self.solo: list[tuple[str, "regex.Pattern[str]"]] = []
+        combinable = []
         for rule_id, pattern in self.patterns:
+            if _UNCOMBINABLE.search(pattern.pattern):
+                self.solo.append((rule_id, pattern))
+            else:
+                combinable.append((rule_id, pattern))
+        self.combined = None
+        self.grouped = combinable
+        if len(combinable) > 1:
+            parts = []
+            for _, pattern in combinable:
+                flag = "i" if pattern.flags & regex.IGNORECASE else "-i"
+                parts.append(f"(?{flag}:{pattern.pattern})")
+            try:
+                self.combined = regex.compile("|".join(parts), regex.V0)
+            except (regex.error, ValueError, OverflowError):
+                self.solo, self.grouped = self.patterns, []
+
+    def _run(self, patterns: Sequence[tuple[str, "regex.Pattern[str]"]], text: str) -> list[Match]:
+        out = []
+        for rule_id, pattern in patterns:
             try:
                 m = pattern.search(text, timeout=REGEX_TIMEOUT)
             except TimeoutError:
@@ -127,6 +157,16 @@ class RegexMatcher:
                 start = max(0, m.start() - EXCERPT)
                 out.append(Match(rule_id, text[start:m.end() + EXCERPT], pattern.pattern))
         return out
+
+    def search(self, text: str) -> list[Match]:
+        out = self._run(self.solo, text) if self.solo else []
+        if self.combined is not None:
+            try:
+                if self.combined.search(text, timeout=REGEX_TIMEOUT) is None:
+                    return out
+            except TimeoutError:
+                pass   # undecided: let each pattern answer under its own timeout
+        return out + self._run(self.grouped, text)
 
 
 class TargetMatcher:
