@@ -15,7 +15,14 @@ other through dnspython's full resolver), a thread-pool variant (one
 dnspython lookup per zone in a pool, the first design) and dnspython's
 asyncio resolver, which is why the single-socket batch was chosen.
 
-    python3 bench/bench_gates.py [--rounds N] [--connections N]
+A third set-up measures what an admin pays: whole SMTP conversations
+replayed through two running daemons (one zone / six zones, rbldnsd asked
+directly, cache off, each conversation from another client address), so
+the DNSBL cost is weighed against everything else a connection costs.
+Last, unless --no-postfix, bench_postfix.py runs with the six zones on, for
+the milterguard/floor throughput ratio with the gates active.
+
+    python3 bench/bench_gates.py [--rounds N] [--connections N] [--no-postfix]
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+import subprocess  # noqa: E402
 
 import dns.asyncresolver  # noqa: E402
 
@@ -201,12 +210,92 @@ def report(title: str, times: dict[str, list[float]]) -> None:
               "serial": "six zones, serial dnspython", "pool": "six zones, thread pool",
               "asyncio": "six zones, asyncio per conn."}
     for key, label in labels.items():
-        values = times[key]
+        values = times.get(key)
         if not values:
             continue
         ratio = statistics.median(v / b for v, b in zip(values, base))
         print(f"   {label:30s} {statistics.median(values) * 1000:8.3f} ms/connection"
               f"   ratio to one zone {ratio:5.2f}")
+
+
+GATES_CONFIG = """\
+dns: {{nameservers: [127.0.0.1], port: {port}, timeout: 2.0, cache: false}}
+dnsbl:
+  self_test: true
+  zones:
+{zones}
+rules: {{shipped: true, site: [], reload_interval: 0}}
+allowlist: {{networks: []}}
+envelope: {{reject_unknown_sender_domain: false, reject_null_mx: false}}
+helo: {{reject_unknown: false}}
+logging: {{level: warning}}
+"""
+
+
+def gates_config(path: str, port: int, zones: list[str]) -> str:
+    entries = "\n".join(f"    - {{name: z{i}, zone: {z}, codes: [127.0.0.2]}}"
+                         for i, z in enumerate(zones))
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(GATES_CONFIG.format(port=port, zones=entries))
+    return path
+
+
+def start_daemon(config: str, workdir: str) -> tuple[subprocess.Popen, str]:
+    spec = f"unix:{workdir}/mg.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "milterguard", "run", "-c", config,
+                             "--state-dir", workdir, "--socket", spec],
+                            cwd=os.path.dirname(HERE), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(f"{workdir}/mg.sock"):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("milterguard did not start")
+        time.sleep(0.1)
+    return proc, spec
+
+
+MESSAGE = (b"X-Replay-Client: %s\r\nX-Replay-Helo: mail.example.net\r\n"
+           b"From: a@example.net\r\nTo: b@example.org\r\nSubject: hello\r\n"
+           b"Message-ID: <1@example.net>\r\nDate: Thu, 26 Nov 2026 09:00:00 +0000\r\n\r\n"
+           b"A short note.\r\n")
+
+
+def measure_daemons(port: int, rounds: int, connections: int) -> dict[str, list[float]]:
+    from milterguard.replay import replay_message
+    times: dict[str, list[float]] = {"one": [], "six": []}
+    with tempfile.TemporaryDirectory() as one_dir, tempfile.TemporaryDirectory() as six_dir:
+        daemons = {"one": start_daemon(gates_config(f"{one_dir}/c.yaml", port, ZONE_NAMES[:1]), one_dir),
+                   "six": start_daemon(gates_config(f"{six_dir}/c.yaml", port, ZONE_NAMES), six_dir)}
+        try:
+            for key, (_, spec) in daemons.items():   # warm up
+                for addr in addresses(5, 200):
+                    replay_message(spec, MESSAGE % addr.encode())
+            for round_no in range(rounds):
+                # Unlisted addresses: every conversation runs to the end.
+                addrs = [f"198.51.100.{(round_no * 37 + n) % 250 + 1}" for n in range(connections)]
+                for key, (_, spec) in daemons.items():
+                    start = time.perf_counter()
+                    for addr in addrs:
+                        result = replay_message(spec, MESSAGE % addr.encode())
+                        if result.action != "accept":
+                            raise RuntimeError(f"unexpected {result.action}: {result.reply}")
+                    times[key].append((time.perf_counter() - start) / len(addrs))
+        finally:
+            for proc, _ in daemons.values():
+                proc.terminate()
+            for proc, _ in daemons.values():
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return times
+
+
+def postfix_with_gates(port: int) -> int:
+    with tempfile.TemporaryDirectory() as workdir:
+        config = gates_config(f"{workdir}/gates.yaml", port, ZONE_NAMES)
+        print("-- Postfix throughput with six DNSBL zones on (bench_postfix.py --config)", flush=True)
+        return subprocess.call([sys.executable, os.path.join(HERE, "bench_postfix.py"),
+                                "--config", config])
 
 
 def main() -> int:
@@ -215,6 +304,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=60)
     parser.add_argument("--rtt", type=float, default=5.0,
                         help="emulated resolver round trip in ms (second set-up)")
+    parser.add_argument("--no-postfix", action="store_true",
+                        help="skip the Postfix throughput run with the gates on")
     args = parser.parse_args()
 
     server = Rbldnsd(zone_files()).start()
@@ -224,14 +315,17 @@ def main() -> int:
         forwarder = DelayRelay(server.port, args.rtt / 1000)
         slow = measure(forwarder.port, args.rounds, max(10, args.connections // 3),
                        alternatives=True)
+        whole = measure_daemons(server.port, args.rounds, args.connections)
+        print(f"rounds={args.rounds} cache=off, A/B alternating, medians; target six/one <= 1.30")
+        report("rbldnsd asked directly (microsecond round trip: CPU-bound)", direct)
+        report(f"rbldnsd behind a resolver with {args.rtt:g} ms round trip", slow)
+        report("whole SMTP conversations through the running daemon, rbldnsd direct", whole)
+        status = 0 if args.no_postfix else postfix_with_gates(server.port)
     finally:
         if forwarder is not None:
             forwarder.close()
         server.stop()
-    print(f"rounds={args.rounds} cache=off, A/B alternating, medians; target six/one <= 1.30")
-    report("rbldnsd asked directly (microsecond round trip: CPU-bound)", direct)
-    report(f"rbldnsd behind a resolver with {args.rtt:g} ms round trip", slow)
-    return 0
+    return status
 
 
 if __name__ == "__main__":
