@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any, Callable
 
 import Milter
@@ -72,6 +73,8 @@ class MilterguardMilter(Milter.Base):
         return _ANSWER[verdict.action]
 
     def _guard(self, stage: str, call: Callable[[], Verdict]) -> int:
+        metrics = getattr(self.engine, "metrics", None)  # set only when metrics are on
+        started = time.perf_counter()
         try:
             return self._answer(call())
         except Exception:
@@ -82,6 +85,9 @@ class MilterguardMilter(Milter.Base):
                 self.setreply(r.code, r.xcode, r.text)
                 return Milter.TEMPFAIL
             return Milter.CONTINUE
+        finally:
+            if metrics is not None:
+                metrics.stage_latency(stage, time.perf_counter() - started)
 
     # -- callbacks, in SMTP order --------------------------------------------
 

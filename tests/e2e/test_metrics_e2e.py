@@ -26,7 +26,7 @@ from milterguard.replay import replay_message  # noqa: E402
 from test_stats_e2e import REPO, listed, message, wait_hits  # noqa: E402
 
 CONFIG = """\
-rules: {{shipped: true, site: [], reload_interval: 0.2}}
+rules: {{shipped: false, site: [], reload_interval: 0.2}}
 allowlist: {{networks: []}}
 envelope: {{reject_unknown_sender_domain: false, reject_null_mx: false}}
 helo: {{reject_unknown: false}}
@@ -101,6 +101,15 @@ def test_metrics_move_by_the_right_amounts(dns_auth, milterguard_factory):
     assert got[("milterguard_greylist_total", (("outcome", "new"),))] == 1
     assert got[("milterguard_greylist_total", (("outcome", "early"),))] == 1
     assert got[("milterguard_greylist_total", (("outcome", "passed"),))] == 1
+
+    # Per-stage latency, timed by the adapter around each callback: four
+    # connections reach RCPT, one reaches end of message; every connect
+    # waits out the silent zone's 0.5 s deadline.
+    count = "milterguard_stage_duration_seconds_count"
+    assert got[(count, (("stage", "connect"),))] == 4
+    assert got[(count, (("stage", "rcpt"),))] == 4
+    assert got[(count, (("stage", "eom"),))] == 1
+    assert got[("milterguard_stage_duration_seconds_sum", (("stage", "connect"),))] >= 4 * 0.45
 
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.run([sys.executable, "-m", "milterguard", "bans", "add", "192.0.2.99",
