@@ -107,7 +107,7 @@ def rule_finding(rule: Any, excerpt: str = "") -> Finding:
     """A rule hit as a Finding the session can weigh."""
     return Finding(rule_id=rule.id, category=rule.category, action=rule.verdict_action,
                    reply=rule.reply, score=rule.score if rule.action == "score" else 0.0,
-                   detail=excerpt, observe=rule.observe)
+                   detail=excerpt, observe=rule.observe, helper=rule.helper)
 
 
 class Engine:

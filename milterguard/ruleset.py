@@ -26,7 +26,7 @@ ENVELOPE_TARGETS = ("client", "helo", "mail", "rcpt")
 MESSAGE_TARGETS = ("headers", "headers:raw", "body", "body:raw", "html", "urls",
                    "url-hosts", "attachment-names", "mime-types")
 ACTIONS = ("reject", "tempfail", "discard", "quarantine", "accept", "tag", "score")
-MODES = ("enforce", "observe")
+MODES = ("enforce", "observe", "helper")
 RULE_KEYS = {"id", "target", "phrases", "regex", "action", "reply", "category",
              "score", "mode", "description", "enabled", "absent", "multiple",
              "all", "any", "none", "case_sensitive", "min_matches"}
@@ -106,7 +106,13 @@ class Rule:
 
     @property
     def observe(self) -> bool:
-        return self.mode == "observe"
+        """Never acts: observe rules (recorded) and helpers (not even recorded)."""
+        return self.mode in ("observe", "helper")
+
+    @property
+    def helper(self) -> bool:
+        """A building block for compound rules: seen by them, nowhere else."""
+        return self.mode == "helper"
 
     @property
     def verdict_action(self) -> Action:
@@ -171,7 +177,7 @@ def parse_rule(raw: Any, file: str, line: int, errors: list[ConfigError]) -> Rul
         rule.min_matches = min_matches
     rule.mode = str(raw.get("mode", "enforce"))
     if rule.mode not in MODES:
-        errors.append(raw.error("must be enforce or observe", "mode", rid))
+        errors.append(raw.error("must be enforce, observe or helper", "mode", rid))
     rule.category = str(raw.get("category", "uncategorised"))
     rule.description = str(raw.get("description", ""))
     score = raw.get("score", 0)

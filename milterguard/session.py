@@ -295,10 +295,10 @@ class Session:
     def _header_edits(self, msg: _Message, result: EomResult,
                       enforced: list[Finding], score: float) -> None:
         policy = msg.policy
-        if policy.tag_header and msg.findings:
+        if policy.tag_header and any(not f.helper for _, f in msg.findings):
             ids = []
             for _, f in msg.findings:
-                if f.rule_id not in ids:
+                if f.rule_id not in ids and not f.helper:
                     ids.append(f.rule_id)
             result.add_headers.append(("X-Milterguard", ", ".join(ids)))
         if result.verdict.action == Action.TAG:
@@ -320,6 +320,7 @@ class Session:
                 for stage, f in findings]
 
     def _record(self, findings: list[tuple[str, Finding]], rcpt_only: str | None = None) -> None:
+        findings = [(stage, f) for stage, f in findings if not f.helper]
         if not findings:
             return
         if rcpt_only is not None:
@@ -342,6 +343,8 @@ class Session:
         self._record(msg.findings)
         ids = []
         for _, f in msg.findings:
+            if f.helper:
+                continue
             tag = f.rule_id + ("(observe)" if f.observe else "")
             if tag not in ids:
                 ids.append(tag)

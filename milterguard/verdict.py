@@ -121,3 +121,4 @@ class Finding:
     score: float = 0.0
     detail: str = ""
     observe: bool = False
+    helper: bool = False   # only compound rules see it: never logged or recorded

@@ -39,6 +39,15 @@ rules:
     phrases: [gamma]
     action: reject
     mode: observe
+  - id: sub-epsilon
+    target: body
+    phrases: [epsilon]
+    mode: helper
+    action: score
+    score: 1
+  - id: eps-and-delta
+    all: [sub-epsilon, body-six]
+    action: reject
   - id: both
     all: [body-score-a, body-score-b]
     action: score
@@ -233,3 +242,14 @@ def test_authenticated_client_drops_delayed_reject(engine):
     assert s.rcpt("r@example.net").action == Action.CONTINUE
     s.close()
     assert engine.store.hits == []
+
+
+def test_helper_rules_feed_compounds_but_are_never_recorded(engine):
+    s = start(engine)
+    v, res = message(s, BASE + [("Subject", "hi")], b"epsilon\r\n")
+    assert v.action == Action.CONTINUE and res.add_headers == []
+    assert engine.store.hits == []
+    s = start(engine)
+    v, _ = message(s, BASE + [("Subject", "hi")], b"epsilon delta\r\n")
+    assert v.action == Action.REJECT and "eps-and-delta" in v.reply.text
+    assert sorted(h.rule_id for h in engine.store.hits) == ["body-six", "eps-and-delta"]
