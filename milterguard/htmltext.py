@@ -110,32 +110,43 @@ def _style_hides_uncached(style: str) -> bool:
 _style_hides_cached = lru_cache(maxsize=1024)(_style_hides_uncached)
 
 
-# One token per match, tried in this order:
+# The rest of a start tag after its name: attribute text, ended by '>', the
+# next '<' or the end of the document. A quote opens a value only right
+# after '=' (as in browsers: width="80% x="y"> ends at the '>'); quoted
+# values may hold '>' or '<'; an unterminated quote is a plain character so
+# that it cannot swallow the document.
+_TAG_REST = r"""((?:[^<>"'=]++|=[\t\n\r\f\ ]*+(?:"[^"]{0,4096}+"|'[^']{0,4096}+'|)|["'])*+)(?:>|(?=<)|\Z)"""
+_TAG_REST_NOGROUP = _TAG_REST.replace("((?:", "(?:(?:", 1)
+
+
+def _raw_text(name: str) -> str:
+    """A raw-text element (script, style) with its content, to the end tag
+    (not included) or the end of the document. Its content is never markup
+    and never shown."""
+    return (rf"<(?i:{name})(?=[\t\n\r\f />\x00<]|\Z){_TAG_REST_NOGROUP}"
+            rf"(?:.*?(?=</(?i:{name})(?:[\t\n\r\f />]|\Z))|.*)")
+
+
+# One token per match, tried in this order (group numbers = lastindex):
 #   1 text run;
-#   2/3/4 start or end tag: slash, name, attribute text, ended by '>', the
-#     next '<' or the end of the document. A quote opens a value only right
-#     after '=' (as in browsers: width="80% x="y"> ends at the '>'); quoted
-#     values may hold '>' or '<'; an unterminated quote is a plain character
-#     so that it cannot swallow the document;
+#   script or style element with its content (no group: skipped);
+#   2/3/4 start or end tag: slash, name, attribute text;
 #   5 comment (unterminated: to the end, as a browser shows it);
 #   declarations, processing instructions, CDATA, bogus end tags (skipped);
 #   6 stray '<' runs, which are text ("a < b").
-_TOKEN = re.compile(r"""
-    ([^<]+)
-  | <(/?)([a-zA-Z][^\t\n\r\f />\x00<]*)
-     ((?:[^<>"'=]++|=[\t\n\r\f\ ]*+(?:"[^"]{0,4096}+"|'[^']{0,4096}+'|)|["'])*+)
-     (?:>|(?=<)|\Z)
-  | (<!--)(?:.*?-->|.*)
-  | <[!?/][^>]*+>?
-  | (<<*?)(?=<[a-zA-Z!?/]|[^<]|\Z)
-""", re.S | re.X)
+# Every alternative is possessive, bounded or consumes what it scans, so
+# tokenizing is linear in the document.
+_TOKEN = re.compile(
+    r"([^<]+)"
+    rf"|{_raw_text('script')}|{_raw_text('style')}"
+    rf"|<(/?)([a-zA-Z][^\t\n\r\f />\x00<]*){_TAG_REST}"
+    r"|(<!--)(?:.*?-->|.*)"
+    r"|<[!?/][^>]*+>?"
+    r"|(<<*?)(?=<[a-zA-Z!?/]|[^<]|\Z)",
+    re.S)
 
 # Attribute name and optional value inside a start tag.
 _ATTR = re.compile(r"""([^\s/>=][^\s/>=]*)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]*))?""")
-
-# Raw text elements: their content is not markup and is never shown.
-_RAW_END = {"script": re.compile(r"</script[\s/>]|</script\Z", re.I),
-            "style": re.compile(r"</style[\s/>]|</style\Z", re.I)}
 
 _SPACE = " \t\n\r\f"
 
@@ -258,49 +269,42 @@ class _Renderer:
         The hot loop: text runs and tags without attributes are handled
         inline, the rest in ``start``/``end``.
         """
-        pos = 0
-        end = len(html)
-        stack = self.stack
         out = self.out
-        match_token = _TOKEN.match
+        stack = self.stack
+        start = self.start
+        end_tag = self.end
         count = 0
         self.pos = 0
-        while pos < end:
-            match = match_token(html, pos)
-            if match is None:  # cannot happen (the last alternative takes '<'); be safe
-                pos += 1
-                continue
-            pos = self.pos = match.end()
-            text, slash, tag = match.group(1, 2, 3)
-            if text is not None:
+        for match in _TOKEN.finditer(html):
+            kind = match.lastindex
+            if kind == 1:
                 if stack and stack[-1][1]:
                     pass
-                elif self.pre_depth:
-                    out.append(unescape(text) if "&" in text else text)
                 else:
-                    # A line break in HTML source is a space on screen; the
-                    # rest of the whitespace is collapsed once, in _finish.
+                    text = match.group(1)
                     if "&" in text:
                         text = unescape(text)
-                    out.append(text.replace("\n", " ") if "\n" in text else text)
-            elif tag is not None:
-                tag = tag.lower()
+                    if self.pre_depth:
+                        out.append(text)
+                    else:
+                        # A line break in HTML source is a space on screen;
+                        # the rest of the whitespace is collapsed once, in _finish.
+                        out.append(text.replace("\n", " ") if "\n" in text else text)
+            elif kind == 4:
+                slash, tag, attrs = match.group(2, 3, 4)
                 if slash:
-                    self.end(tag)
+                    end_tag(tag.lower())
                 else:
-                    self.start(tag, match.group(4))
-                    raw_end = _RAW_END.get(tag)
-                    if raw_end is not None:
-                        # script/style content is never markup: skip to its end tag.
-                        close = raw_end.search(html, pos)
-                        pos = self.pos = close.start() if close else end
-            elif match.group(6) is not None:
+                    start(tag.lower(), attrs)
+            elif kind == 6:
                 if not (stack and stack[-1][1]):
                     out.append("<")
             count += 1
             if count & 1023 == 0 and time.monotonic() > deadline:
-                return pos
-        return end
+                self.pos = match.end()
+                return self.pos
+        self.pos = len(html)
+        return self.pos
 
 
 def _finish(parts: list[str]) -> str:

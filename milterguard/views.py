@@ -18,8 +18,9 @@ import binascii
 import codecs
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from email.message import Message
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from milterguard.htmltext import render
 
@@ -218,6 +219,7 @@ def _stdlib_param(value: str, name: str) -> str | None:
 _ODD_PARAMS = re.compile(r'[*\\<]')
 
 
+@lru_cache(maxsize=512)
 def _parse_params(value: str) -> dict[str, str] | None:
     """Parameters of a Content-Type/-Disposition value; None when it needs
     the standard library (non-ASCII, RFC 2231, escapes).
@@ -225,7 +227,9 @@ def _parse_params(value: str) -> dict[str, str] | None:
     Gives what email.message.get_param gives on the plain headers nearly all
     mail has, at a fraction of the cost: split on ';' outside quotes, names
     case-insensitive, the first occurrence of a name wins, one pair of
-    quotes removed, a bare name has the empty value.
+    quotes removed, a bare name has the empty value. Cached: the same few
+    values ("text/plain; charset=utf-8") occur in most messages; callers
+    never modify the dict.
     """
     if not value.isascii() or _ODD_PARAMS.search(value):
         return None
@@ -306,6 +310,51 @@ def _split_headers(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
             headers.append((name_b.decode("latin-1").strip(),
                             value_b.decode("utf-8", "surrogateescape").lstrip()))
     return headers, body
+
+
+def _boundary_lines(body: bytes, marker: bytes) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, closing) of each boundary line ``--delim[--][ \t]*\r?\n``.
+
+    A line starts at the beginning of the body or after a newline that the
+    previous boundary line did not take; start is that newline (it belongs
+    to the delimiter), end is past the line's own newline. bytes.find on the
+    marker instead of a regex: a pattern starting with (^|\n) is tried at
+    every position of the body.
+    """
+    size = len(body)
+    taken = 0
+    pos = body.find(marker)
+    while pos >= 0:
+        if pos == 0 or (body[pos - 1] == 0x0A and pos - 1 >= taken):
+            i = pos + len(marker)
+            closing = body.startswith(b"--", i)
+            if closing:
+                i += 2
+            while i < size and body[i] in (0x20, 0x09):
+                i += 1
+            if i < size and body[i] == 0x0D:
+                i += 1
+            if i >= size or body[i] == 0x0A:
+                taken = min(i + 1, size)
+                yield (pos - 1 if pos else 0), taken, closing
+                pos = body.find(marker, taken)
+                continue
+        pos = body.find(marker, pos + 1)
+
+
+def _content_fields(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The first value of each Content-* field of a part, by lower-case name.
+
+    One pass over the part's header instead of one per field looked up (a
+    message's top-level header has dozens of fields).
+    """
+    fields: dict[str, str] = {}
+    for key, value in headers:
+        if key[:8].lower() == "content-":
+            lname = key.lower()
+            if lname not in fields:
+                fields[lname] = value
+    return fields
 
 
 def _first(headers: Iterable[tuple[str, str]], name: str) -> str | None:
@@ -433,7 +482,8 @@ class MessageViews:
             if walk.parts == MAX_PARTS + 1:
                 self.defects.append(f"more than {MAX_PARTS} parts; rest not scanned")
             return
-        ctype_header = _first(headers, "content-type")
+        fields = _content_fields(headers)
+        ctype_header = fields.get("content-type")
         ctype = default_type
         if ctype_header:
             candidate = decode_header_value(ctype_header).split(";", 1)[0].strip().lower()
@@ -443,7 +493,7 @@ class MessageViews:
                 self.defects.append(f"bad content-type {candidate[:40]!r}")
         walk.types.append(ctype)
         ctype_params = _Params(ctype_header)
-        disposition = _first(headers, "content-disposition") or ""
+        disposition = fields.get("content-disposition") or ""
         name = _Params(disposition).get("filename") or ctype_params.get("name")
         if name:
             walk.names.append(decode_header_value(name))
@@ -455,14 +505,14 @@ class MessageViews:
                 return
             if not boundary:
                 self.defects.append("multipart without boundary")
-                self._leaf(headers, body, "text/plain", walk, ctype_params)
+                self._leaf(fields, body, "text/plain", walk, ctype_params)
                 return
             child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
             parts = self._split_multipart(body, boundary)
             if parts is None:
                 # Boundary never found: show the body the way a lenient reader would.
                 self.defects.append("multipart boundary not found")
-                self._leaf(headers, body, "text/plain", walk, ctype_params)
+                self._leaf(fields, body, "text/plain", walk, ctype_params)
                 return
             for part in parts:
                 if walk.budget <= 0 or walk.parts > MAX_PARTS:
@@ -476,7 +526,7 @@ class MessageViews:
             if depth >= MAX_DEPTH:
                 self.defects.append("message nested too deep")
                 return
-            inner = self._transfer_decode(headers, body)
+            inner = self._transfer_decode(fields, body)
             sub_headers, sub_body = _split_headers(inner)
             # The attached message's subject is text the reader sees.
             subject = _first(sub_headers, "subject")
@@ -484,27 +534,26 @@ class MessageViews:
                 walk.texts.append(decode_header_value(subject))
             self._walk_part(sub_headers, sub_body, depth + 1, walk, "text/plain")
             return
-        self._leaf(headers, body, ctype, walk, ctype_params)
+        self._leaf(fields, body, ctype, walk, ctype_params)
 
     def _split_multipart(self, body: bytes, boundary: str) -> list[bytes] | None:
         """Body parts between boundary lines; None when none is found."""
         delim = boundary.encode("utf-8", "surrogateescape")[:200]
-        pattern = re.compile(rb"(?:^|\n)--" + re.escape(delim) + rb"(--)?[ \t]*\r?(?:\n|$)")
         parts: list[bytes] = []
         start: int | None = None
         closed = False
-        for match in pattern.finditer(body):
+        for line_start, line_end, closing in _boundary_lines(body, b"--" + delim):
             if start is not None:
-                end = match.start()
+                end = line_start
                 if end > start and body[end - 1:end] == b"\r":
                     end -= 1
                 parts.append(body[start:end])
                 if len(parts) > MAX_PARTS:
                     break
-            if match.group(1):
+            if closing:
                 closed = True
                 break
-            start = match.end()
+            start = line_end
         if start is None:
             return None
         if not closed and len(parts) <= MAX_PARTS:
@@ -512,8 +561,8 @@ class MessageViews:
             parts.append(body[start:])
         return parts
 
-    def _transfer_decode(self, headers: list[tuple[str, str]], body: bytes) -> bytes:
-        cte = (_first(headers, "content-transfer-encoding") or "").strip().lower()
+    def _transfer_decode(self, fields: dict[str, str], body: bytes) -> bytes:
+        cte = (fields.get("content-transfer-encoding") or "").strip().lower()
         if "base64" in cte:
             return decode_base64(body)
         if "quoted-printable" in cte:
@@ -522,9 +571,9 @@ class MessageViews:
             return decode_uu(body)
         return body
 
-    def _leaf(self, headers: list[tuple[str, str]], body: bytes, ctype: str, walk: _Walk,
+    def _leaf(self, fields: dict[str, str], body: bytes, ctype: str, walk: _Walk,
               ctype_params: _Params) -> None:
-        disposition = (_first(headers, "content-disposition") or "").strip().lower()
+        disposition = (fields.get("content-disposition") or "").strip().lower()
         if not ctype.startswith("text/") or disposition.startswith("attachment"):
             return
         if ctype not in ("text/plain", "text/html", "text/enriched", "text/richtext") \
@@ -534,7 +583,7 @@ class MessageViews:
         if walk.budget <= 0:
             return
         chunk = body[:walk.budget]
-        data = self._transfer_decode(headers, chunk)[:walk.budget]
+        data = self._transfer_decode(fields, chunk)[:walk.budget]
         walk.budget -= len(chunk)
         charset = ctype_params.get("charset")
         if ctype == "text/html":
