@@ -17,6 +17,7 @@ have ipset || add ipset
 have sqlite3 || add sqlite3
 have gcc || add gcc
 have make || add make
+have chromium || add chromium                            # HTML report test (headless)
 
 if ! have python3; then
     add python3 python3-venv python3-dev
