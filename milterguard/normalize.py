@@ -165,10 +165,46 @@ def _digits(match: re.Match[str]) -> str:
     return match.group(0).translate(_DIGIT_TABLE)
 
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_STRIP_CHARS = frozenset(map(chr, _STRIP_TABLE))
+_LATIN_MAP = {chr(code): repl for code, repl in _LATIN_TABLE.items() if repl}
+_LATIN_CHARS = frozenset(_LATIN_MAP)
+#: Up to this many non-ASCII characters, fold works on the set of distinct
+#: ones (str.replace per character) instead of running every regex over the
+#: whole text: mail in English with a "café" or a curly quote.
+_FEW_NON_ASCII = 64
+
+
+def _fold_mostly_ascii(text: str) -> str:
+    """fold's Unicode steps, done only for the characters present.
+
+    Same result as the general path: each step there is a regex that
+    removes or maps single characters, so it can be skipped when none of
+    its characters occurs, and done by str.replace when a few do.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    chars = set(_NON_ASCII.findall(text))
+    for char in chars & _STRIP_CHARS:
+        text = text.replace(char, "")
+    if not chars.isdisjoint(_CONFUSABLE_SET):
+        text = _LOOKALIKE_WORD.sub(_fold_word, _MIXED_WORD.sub(_fold_word, text))
+    text = text.casefold()
+    # casefold maps character by character; what it can produce from the
+    # characters present is what the next two steps may meet.
+    folded = set("".join(char.casefold() for char in chars))
+    for char in folded & _LATIN_CHARS:
+        text = text.replace(char, _LATIN_MAP[char])
+    for char in folded & _STRIP_CHARS:
+        text = text.replace(char, "")
+    return text
+
+
 def fold(text: str) -> str:
     """The form phrases and scanned text are compared in (see module doc)."""
     if text.isascii():
         text = text.lower()
+    elif len(text) - len(text.encode("ascii", "ignore")) <= _FEW_NON_ASCII:
+        text = _fold_mostly_ascii(text)
     else:
         text = _STRIP_RE.sub("", unicodedata.normalize("NFKC", text))
         if _CONFUSABLE_CHARS.search(text):
