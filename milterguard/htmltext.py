@@ -130,16 +130,17 @@ def _raw_text(name: str) -> str:
 # One token per match, tried in this order (group numbers = lastindex):
 #   1 text run;
 #   script or style element with its content (no group: skipped);
-#   2/3/4 start or end tag: slash, name, attribute text;
-#   5 comment (unterminated: to the end, as a browser shows it);
+#   2/3/4/5 start or end tag: slash, name, attribute text, and the
+#     whitespace after it (one token less for the line breaks between tags);
+#   6 comment (unterminated: to the end, as a browser shows it);
 #   declarations, processing instructions, CDATA, bogus end tags (skipped);
-#   6 stray '<' runs, which are text ("a < b").
+#   7 stray '<' runs, which are text ("a < b").
 # Every alternative is possessive, bounded or consumes what it scans, so
 # tokenizing is linear in the document.
 _TOKEN = re.compile(
     r"([^<]+)"
     rf"|{_raw_text('script')}|{_raw_text('style')}"
-    rf"|<(/?)([a-zA-Z][^\t\n\r\f />\x00<]*){_TAG_REST}"
+    rf"|<(/?)([a-zA-Z][^\t\n\r\f />\x00<]*){_TAG_REST}([\t\n\r\f ]*+)"
     r"|(<!--)(?:.*?-->|.*)"
     r"|<[!?/][^>]*+>?"
     r"|(<<*?)(?=<[a-zA-Z!?/]|[^<]|\Z)",
@@ -290,13 +291,15 @@ class _Renderer:
                         # A line break in HTML source is a space on screen;
                         # the rest of the whitespace is collapsed once, in _finish.
                         out.append(text.replace("\n", " ") if "\n" in text else text)
-            elif kind == 4:
-                slash, tag, attrs = match.group(2, 3, 4)
+            elif kind == 5:
+                slash, tag, attrs, space = match.group(2, 3, 4, 5)
                 if slash:
                     end_tag(tag.lower())
                 else:
                     start(tag.lower(), attrs)
-            elif kind == 6:
+                if space and not (stack and stack[-1][1]):
+                    out.append(space if self.pre_depth else " ")
+            elif kind == 7:
                 if not (stack and stack[-1][1]):
                     out.append("<")
             count += 1

@@ -61,7 +61,6 @@ _FOLD = re.compile(r"\r?\n(?=[ \t])|\r?\n")
 _URL_TAIL = re.compile(r"""[^\s<>"'`{}|\\^\[\]]{2,2000}""")
 _QP_HEADER_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([-\w:.]{1,40})""", re.I)
-_HEADER_LINE_END = re.compile(rb"\r?\n\r?\n")
 _MIME_TYPE = re.compile(r"[a-z0-9!#$&.+^_-]+/[a-z0-9!#$&.+^_-]+")
 
 
@@ -287,9 +286,39 @@ def _param(value: str | None, name: str) -> str | None:
     return _Params(value).get(name)
 
 
+def _blank_line(data: bytes, limit: int) -> tuple[int, int] | None:
+    """(start, end) of the first ``\r?\n\r?\n`` ending within ``limit`` bytes.
+
+    Two bytes.find calls: a regex without a literal prefix is tried at
+    every byte of the header block.
+    """
+    lf_lf = data.find(b"\n\n", 0, limit)
+    lf_crlf = data.find(b"\n\r\n", 0, limit)
+    if lf_lf < 0 and lf_crlf < 0:
+        return None
+    if lf_crlf < 0 or 0 <= lf_lf < lf_crlf:
+        pos, end = lf_lf, lf_lf + 2
+    else:
+        pos, end = lf_crlf, lf_crlf + 3
+    if pos and data[pos - 1] == 0x0D:
+        pos -= 1
+    return pos, end
+
+
+def _header_lines(block: bytes) -> list[bytes]:
+    """Lines of a header block, split at \n with a \r before it removed
+    (a \r at the very end is kept, as re.split(rb"\r?\n") keeps it)."""
+    lines = block.split(b"\n")
+    if b"\r" in block:
+        last = lines.pop()
+        lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        lines.append(last)
+    return lines
+
+
 def _split_headers(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
     """A MIME part's header block and body. No blank line: all body."""
-    head_end = _HEADER_LINE_END.search(data, 0, MAX_PART_HEADER_BYTES + 4)
+    head_end = _blank_line(data, MAX_PART_HEADER_BYTES + 4)
     if data.startswith((b"\r\n", b"\n")):
         return [], data[2:] if data.startswith(b"\r\n") else data[1:]
     if head_end is None:
@@ -299,9 +328,9 @@ def _split_headers(data: bytes) -> tuple[list[tuple[str, str]], bytes]:
             return [], data
         head_block, body = data[:MAX_PART_HEADER_BYTES], b""
     else:
-        head_block, body = data[:head_end.start()], data[head_end.end():]
+        head_block, body = data[:head_end[0]], data[head_end[1]:]
     headers: list[tuple[str, str]] = []
-    for line in re.split(rb"\r?\n", head_block):
+    for line in _header_lines(head_block):
         if line[:1] in (b" ", b"\t") and headers:
             name, value = headers[-1]
             headers[-1] = (name, value + "\n" + line.decode("utf-8", "surrogateescape"))
