@@ -296,8 +296,13 @@ def format_table(stats: Stats) -> str:
 
 
 def loaded_rules(config: Any) -> tuple[list[str], list[str]]:
-    """(all rule ids, observe-mode rule ids) of the config's rule set."""
+    """(rule ids that can fire, observe-mode rule ids) of the config's rule set.
+
+    Helper rules (mode ``helper``: only compound rules see them) are never
+    recorded, so they are left out rather than listed as never firing.
+    """
     from milterguard.engine import Policy
     rules = Policy.from_config(config).ruleset.rules
-    ids = sorted(rules)
-    return ids, sorted(r for r, rule in rules.items() if getattr(rule, "observe", False))
+    recorded = {r: rule for r, rule in rules.items() if not getattr(rule, "helper", False)}
+    return (sorted(recorded),
+            sorted(r for r, rule in recorded.items() if getattr(rule, "observe", False)))

@@ -41,6 +41,17 @@ rules:
     phrases: ["this phrase is never sent"]
     action: reject
     category: pharmacy
+  - id: test-helper
+    target: body
+    phrases: ["minutes"]
+    mode: helper
+    category: misc
+  - id: test-trial
+    target: body
+    phrases: ["minutes follow"]
+    action: reject
+    mode: observe
+    category: misc
 """
 
 CONFIG = """\
@@ -127,9 +138,9 @@ def test_stats_after_replay(dns_auth, milterguard_factory, e2e_dir):
     results.append(replay_message(daemon.spec, message(d, "mail.example.org", n=5), "d"))
     assert [(r.action, r.hits) for r in results] == [
         ("reject", ["helo:non-fqdn"]), ("reject", ["dnsbl:bl"]),
-        ("reject", ["helo:non-fqdn"]), ("reject", ["test-gtube"]), ("accept", [])]
+        ("reject", ["helo:non-fqdn"]), ("reject", ["test-gtube"]), ("accept", ["test-trial"])]
     db_path = os.path.join(daemon.state_dir, "milterguard.db")
-    assert wait_hits(db_path, 4) == 4
+    assert wait_hits(db_path, 5) == 5          # 4 incidents + 1 observe-mode hit
 
     proc = run_cli("stats", "-c", daemon.config, "--state-dir", daemon.state_dir,
                    "--since", "1h", "--json")
@@ -151,7 +162,11 @@ def test_stats_after_replay(dns_auth, milterguard_factory, e2e_dir):
     assert data["top_addresses"][0] == {"addr": a, "hits": 2,
                                         "last_seen": data["top_addresses"][0]["last_seen"]}
     assert data["top_rules"][0]["rule"] == "helo:non-fqdn" and data["top_rules"][0]["hits"] == 2
+    # The helper matched too, but is never recorded, so never listed.
     assert data["never_fired"] == ["test-never"]
+    # Observe mode: only D's message reaches the body with the phrase (the
+    # others are refused at RCPT, or carry GTUBE): one would-have-hit, no incident.
+    assert data["observe_hits"] == [{"rule": "test-trial", "hits": 1}]
     assert data["firewall"]["active_bans"] == 0
 
     proc = run_cli("stats", "-c", daemon.config, "--state-dir", daemon.state_dir)
