@@ -59,9 +59,15 @@ _SELF_CLOSING_SIBLINGS = {"li": {"li"}, "td": {"td", "th"}, "th": {"td", "th"},
                           "tr": {"tr"}, "option": {"option"}, "dt": {"dt", "dd"},
                           "dd": {"dt", "dd"}}
 
+# Tags with any handling beyond push/pop (see _Renderer.start and end).
+_SPECIAL: frozenset[str] = frozenset()  # filled below, once all sets exist
+
 # Boundaries an implicit close must not cross.
 _SCOPE = frozenset({"table", "div", "td", "th", "blockquote", "ul", "ol",
                     "body", "html"})
+
+_SPECIAL = frozenset(_INVISIBLE | _BLOCK | _CELL | _VOID | _CLOSES_P | set(_SELF_CLOSING_SIBLINGS)
+                     | {"pre", "img"})
 
 _FONT_SIZE = re.compile(r"(?<![-\w])font-size\s*:\s*([0-9]*\.?[0-9]*)\s*(px|pt|em|rem|%)?", re.I)
 
@@ -204,6 +210,14 @@ class _Renderer:
 
     # -- tokens ----------------------------------------------------------
     def start(self, tag: str, attr_text: str) -> None:
+        if tag not in _SPECIAL and not attr_text:
+            # <b>, <span>, <font>... with no attributes: inherits visibility,
+            # no line break, no link. The common case, kept short.
+            stack = self.stack
+            stack.append((tag, bool(stack) and stack[-1][1]))
+            if len(stack) > 2000:
+                del stack[1000:1500]
+            return
         if tag in _CLOSES_P:
             self._close_to("p", _SCOPE)
         siblings = _SELF_CLOSING_SIBLINGS.get(tag)
@@ -253,7 +267,12 @@ class _Renderer:
             del self.stack[1000:1500]
 
     def end(self, tag: str) -> None:
-        hidden = bool(self.stack) and self.stack[-1][1]
+        stack = self.stack
+        if stack and stack[-1][0] == tag and tag not in _SPECIAL:
+            # Well-formed markup closes the innermost element.
+            stack.pop()
+            return
+        hidden = bool(stack) and stack[-1][1]
         if tag in _VOID:
             if tag == "br" and not hidden:
                 self._newline()
