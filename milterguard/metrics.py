@@ -10,7 +10,9 @@ What is counted, and where:
 - ``milterguard_messages_total{action}``: one per message the session
   logs (accept, tag, reject, tempfail, discard, quarantine, abort, close),
   and connections refused before any message; ``Session`` calls
-  ``message(action)``.
+  ``message(action)``. A recipient refused on its own at RCPT
+  (greylisting, recipient checks) is not a message: the greylist and hits
+  counters show those.
 - ``milterguard_hits_total{category,rule,observe}``: every hit recorded,
   counted where the engine hands hits to the store (``attach`` wraps
   ``Engine.record``).

@@ -351,6 +351,7 @@ class Session:
         action = verdict.action.value if stage not in ("abort", "close") else stage
         if action == "continue":
             action = "accept"
+        self._count_message(action)
         log.info("queue_id=%s client=%s client_name=%s helo=%s from=%s rcpt=%s stage=%s "
                  "action=%s reply=%s rules=%s score=%s",
                  _kv(msg.info.queue_id or "-"), _kv(self.client.addr or "-"),
@@ -366,7 +367,13 @@ class Session:
                  _kv(self.client.helo or "-"), _kv("<" + msg.info.sender + ">"), _kv(rcpt),
                  verdict.action.value, _kv(str(verdict.reply) if verdict.reply else "-"))
 
+    def _count_message(self, action: str) -> None:
+        metrics = getattr(self.engine, "metrics", None)  # set only when metrics are on
+        if metrics is not None:
+            metrics.message(action)
+
     def _log_connection(self, verdict: Verdict, stage: str) -> None:
+        self._count_message(verdict.action.value)
         self._record(self.conn_findings)
         ids = ",".join(f.rule_id for _, f in self.conn_findings) or "-"
         self.conn_findings = []

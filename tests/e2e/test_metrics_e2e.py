@@ -102,6 +102,10 @@ def test_metrics_move_by_the_right_amounts(dns_auth, milterguard_factory):
     assert got[("milterguard_greylist_total", (("outcome", "early"),))] == 1
     assert got[("milterguard_greylist_total", (("outcome", "passed"),))] == 1
 
+    # Messages by final action, counted by the session where it logs them.
+    assert got[("milterguard_messages_total", (("action", "reject"),))] == 1
+    assert got[("milterguard_messages_total", (("action", "accept"),))] == 1
+    assert ("milterguard_messages_total", (("action", "tag"),)) not in got
     # Per-stage latency, timed by the adapter around each callback: four
     # connections reach RCPT, one reaches end of message; every connect
     # waits out the silent zone's 0.5 s deadline.
