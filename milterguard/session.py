@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -31,10 +32,13 @@ log = logging.getLogger("milterguard.session")
 INTERNAL_TEMPFAIL = Reply("451", "4.3.0", "Temporary local problem, please try again later")
 
 
+_BARE = re.compile(r"[\w.\-:@<>,/+=\[\]]+")
+
+
 def _kv(value: object) -> str:
     """A log value that greps well: bare if simple, else double-quoted."""
     text = str(value)
-    if text and all(c.isalnum() or c in "._-:@<>,/+=[]" for c in text):
+    if _BARE.fullmatch(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
