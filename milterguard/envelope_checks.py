@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from milterguard.dnsquery import NODATA, NXDOMAIN, OK, DnsQuery
-from milterguard.helo_checks import parse_address_literal
+from milterguard.helo_checks import parse_address_literal, shown_text
 from milterguard.verdict import Action, Finding, Reply, clean_reply_text
 from milterguard.yamlsrc import LDict
 
@@ -160,7 +160,7 @@ class EnvelopeChecks:
 
     def check_sender(self, sender: str) -> list[Finding]:
         s = self.settings
-        shown = clean_reply_text(sender.strip().strip("<>"), 120)
+        shown = shown_text(sender.strip().strip("<>"), 120)
         addr = parse_address(sender)
         if addr is None:
             if not s.reject_bad_syntax:
@@ -201,7 +201,7 @@ class EnvelopeChecks:
 
     def check_recipient(self, rcpt: str) -> list[Finding]:
         s = self.settings
-        shown = clean_reply_text(rcpt.strip().strip("<>"), 120)
+        shown = shown_text(rcpt.strip().strip("<>"), 120)
         addr = parse_address(rcpt)
         if addr is None or addr.null:
             if not s.reject_bad_syntax:

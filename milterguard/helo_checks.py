@@ -116,7 +116,24 @@ def _same_address(a: Any, b: str) -> bool:
     return norm[0] == norm[1]
 
 
+def shown_text(text: str, limit: int) -> str:
+    """clean_reply_text(text, limit), without its per-character pass for the
+    plain names nearly every client sends (every HELO and envelope address
+    is shown, findings or not)."""
+    if (text.isascii() and text.isprintable() and "%" not in text and "  " not in text
+            and text[:1] != " " and text[-1:] != " "):
+        return text[:limit]
+    return clean_reply_text(text, limit)
+
+
+_IPV4_CHARS = frozenset("0123456789.")
+
+
 def _is_bare_ip(name: str) -> bool:
+    # An IPv4 address is digits and dots, an IPv6 one has a colon: a host
+    # name (nearly every HELO) needs no exception-raising parse.
+    if ":" not in name and not _IPV4_CHARS.issuperset(name):
+        return False
     try:
         ipaddress.ip_address(name)
         return True
@@ -144,7 +161,7 @@ class HeloChecks:
         helo = client.helo.strip()
         if not helo:
             return []
-        shown = clean_reply_text(helo, 100)
+        shown = shown_text(helo, 100)
         s = self.settings
         literal = helo.startswith("[")
         name = helo[:-1] if helo.endswith(".") and not literal else helo

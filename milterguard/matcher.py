@@ -43,6 +43,18 @@ class Match:
 #: a phrase matches exactly on word boundaries ("pill" never hits "pills").
 #: (The standard library's engine tokenises about twice as fast as `regex`.)
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+#: The same on ASCII text (folded mail nearly always is): with re.ASCII the
+#: engine skips its Unicode class look-ups, about a third faster. Folded
+#: text has no \x1c-\x1f (str.split whitespace), the one place where ASCII
+#: \s and Unicode \s differ on ASCII characters.
+_ASCII_TOKEN = re.compile(r"\w+|[^\w\s]", re.ASCII)
+
+
+def tokens(folded: str) -> list[str]:
+    """Words and punctuation characters of folded text, in order."""
+    if folded.isascii():
+        return _ASCII_TOKEN.findall(folded)
+    return _TOKEN.findall(folded)
 
 
 class PhraseMatcher:
@@ -82,18 +94,18 @@ class PhraseMatcher:
             return []
         if not folded:
             text = fold(text)
-        tokens = _TOKEN.findall(text)
-        found = [self._single[t] for t in self._singles.intersection(tokens)]
+        words = tokens(text)
+        found = [self._single[t] for t in self._singles.intersection(words)]
         if self._pairs:
-            pairs = self._pairs.intersection(zip(tokens, tokens[1:]))
+            pairs = self._pairs.intersection(zip(words, words[1:]))
             if pairs:
                 # Only now walk the text, and only where a candidate pair starts.
                 seen: set[tuple[str, ...]] = set()
-                for i, pair in enumerate(zip(tokens, tokens[1:])):
+                for i, pair in enumerate(zip(words, words[1:])):
                     if pair not in pairs:
                         continue
                     for key in self._multi[pair]:
-                        if key not in seen and (len(key) == 2 or tuple(tokens[i:i + len(key)]) == key):
+                        if key not in seen and (len(key) == 2 or tuple(words[i:i + len(key)]) == key):
                             seen.add(key)
                             found.append(key)
         out = []

@@ -61,6 +61,8 @@ class _Message:
     body: bytearray = field(default_factory=bytearray)
     body_truncated: bool = False
     findings: list[tuple[str, Finding]] = field(default_factory=list)  # (stage, finding)
+    views: MessageViews | None = None   # built at end of headers, body added at eom
+    views_headers: int = 0              # headers it was built on (a late header: rebuild)
     score: float = 0.0
     logged: bool = False
 
@@ -176,7 +178,8 @@ class Session:
         rs = msg.policy.ruleset
         if not rs.header_targets and not rs.presence:
             return Verdict(stage="eoh")
-        views = MessageViews(msg.headers, b"", msg.policy.max_scan_bytes)
+        views = msg.views = MessageViews(msg.headers, b"", msg.policy.max_scan_bytes)
+        msg.views_headers = len(msg.headers)
         findings = self.engine.content_findings(msg.policy, views, "headers")
         msg.findings.extend(("eoh", f) for f in findings)
         verdict = self._strongest(findings, "eoh")
@@ -198,7 +201,12 @@ class Session:
         if macros and macros.get("i"):
             msg.info.queue_id = macros["i"]
         policy = msg.policy
-        views = MessageViews(msg.headers, bytes(msg.body), policy.max_scan_bytes)
+        views = msg.views
+        if views is None or msg.views_headers != len(msg.headers):
+            views = MessageViews(msg.headers, bytes(msg.body), policy.max_scan_bytes)
+        else:
+            # Headers decoded at end of headers are decoded once.
+            views.set_body(bytes(msg.body))
         # A rule reading both a header and the body hits (and scores) once.
         already = {f.rule_id for _, f in msg.findings}
         findings = [f for f in self.engine.content_findings(policy, views, "body")

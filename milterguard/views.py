@@ -425,6 +425,19 @@ class MessageViews:
         self._decoded: list[str | None] | None = None
 
     # -- public API ------------------------------------------------------
+    def set_body(self, body: bytes) -> None:
+        """Give the body to views built at end of headers (body empty).
+
+        The milter builds one MessageViews per message: header views
+        decoded for the header rules are reused at end of message. Views
+        that read the body are dropped (they are recomputed on demand).
+        """
+        self.body = body[:self.max_bytes] if body else b""
+        self._walk = None
+        self.defects = []   # only the MIME walk records defects
+        for target in [t for t in self._cache if not t.startswith("header")]:
+            del self._cache[target]
+
     def texts(self, target: str) -> list[str]:
         """The strings a rule with this target is matched against."""
         cached = self._cache.get(target)
