@@ -203,7 +203,7 @@ class Session:
         policy = msg.policy
         views = msg.views
         if views is None or msg.views_headers != len(msg.headers):
-            views = MessageViews(msg.headers, bytes(msg.body), policy.max_scan_bytes)
+            views = msg.views = MessageViews(msg.headers, bytes(msg.body), policy.max_scan_bytes)
         else:
             # Headers decoded at end of headers are decoded once.
             views.set_body(bytes(msg.body))

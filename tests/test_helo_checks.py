@@ -143,3 +143,21 @@ def test_valid_hostname_rules():
     assert not valid_hostname("1.2.3.4")
     assert not valid_hostname("trailing-.example.com")
     assert not valid_hostname("")
+
+
+def test_shown_text_and_bare_ip_fast_paths_agree_with_the_slow_ones():
+    import ipaddress
+
+    from milterguard.helo_checks import _is_bare_ip, shown_text
+    from milterguard.verdict import clean_reply_text
+    for text in ["mail.example.com", " x ", "a  b", "100%", "caf\u00e9", "a\nb", "", "\x7f"]:
+        for limit in (2, 100):
+            assert shown_text(text, limit) == clean_reply_text(text, limit)
+    for name in ["192.0.2.1", "2001:db8::1", "192.0.2", "mail.example.com", "1.2.3.4.",
+                 "::", "12345", "a:b", "[192.0.2.1]"]:
+        try:
+            ipaddress.ip_address(name)
+            expected = True
+        except ValueError:
+            expected = False
+        assert _is_bare_ip(name) is expected

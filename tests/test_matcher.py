@@ -51,3 +51,14 @@ def test_target_matcher_excerpt_has_context():
     tm = TargetMatcher([("p", "secret phrase")], [])
     (m,) = tm.search(["some text before the secret phrase and after"])
     assert "secret phrase" in m.excerpt and "before" in m.excerpt
+
+
+def test_tokens_on_ascii_and_unicode_text_agree_with_the_unicode_tokenizer():
+    import re
+    from milterguard.matcher import tokens
+    unicode_tokens = re.compile(r"\w+|[^\w\s]")
+    for text in ["it's 10:00, as usual.", "wire_the funds!!", "café déjà-vu", "a\x1cb",
+                 "", "  ", "€5 off", "x.y@z"]:
+        if "\x1c" in text:
+            text = " ".join(text.split())   # folded text never holds \x1c-\x1f
+        assert tokens(text) == unicode_tokens.findall(text)

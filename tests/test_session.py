@@ -253,3 +253,37 @@ def test_helper_rules_feed_compounds_but_are_never_recorded(engine):
     v, _ = message(s, BASE + [("Subject", "hi")], b"epsilon delta\r\n")
     assert v.action == Action.REJECT and "eps-and-delta" in v.reply.text
     assert sorted(h.rule_id for h in engine.store.hits) == ["body-six", "eps-and-delta"]
+
+
+def test_views_of_end_of_headers_serve_the_body_rules(engine):
+    # One MessageViews per message: built at eoh, the body added at eom.
+    s = start(engine)
+    s.mail("a@example.com", {"i": "Q1"})
+    s.rcpt("rcpt@example.net")
+    s.data()
+    for name, value in BASE:
+        s.header(name, value)
+    s.eoh()
+    views = s.msg.views
+    assert views is not None
+    s.body(b"please wire the funds today\r\n")
+    res = s.eom()
+    assert res.verdict.action == Action.REJECT
+    assert s.msg.views is views
+
+
+def test_a_header_after_end_of_headers_rebuilds_the_views(engine):
+    s = start(engine)
+    s.mail("a@example.com", {"i": "Q1"})
+    s.rcpt("rcpt@example.net")
+    s.data()
+    s.header("From", "a@example.com")
+    s.eoh()
+    first = s.msg.views
+    # Out of order (a broken MTA): the late header must still be seen.
+    s.header("Message-ID", "<2@example.com>")
+    s.body(b"alpha beta\r\n")
+    res = s.eom()
+    assert res.verdict.action == Action.REJECT   # alpha + beta + both = 11
+    assert s.msg.views is not first
+    assert s.msg.views.header_count("Message-ID") == 1

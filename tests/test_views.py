@@ -279,3 +279,14 @@ def test_attached_eml_with_a_name_is_walked() -> None:
     v = MessageViews([("Content-Type", "multipart/mixed; boundary=o")], body, 10000)
     assert "verify your account now" in v.texts("body")
     assert v.texts("attachment-names") == ["fwd.eml"]
+
+
+def test_set_body_keeps_header_views_and_recomputes_body_views():
+    headers = [("Subject", "=?utf-8?q?caf=C3=A9?="), ("Content-Type", "text/plain")]
+    v = MessageViews(headers, b"")
+    assert v.texts("header:Subject") == ["café"]
+    assert v.texts("body") == MessageViews(headers, b"").texts("body")
+    v.set_body(b"hello body\r\n")
+    assert v.texts("header:Subject") == ["café"]
+    assert v.texts("body") == MessageViews(headers, b"hello body\r\n").texts("body")
+    assert v.texts("body:raw") == ["hello body\r\n"]
