@@ -183,22 +183,15 @@ def explain_message(policy: Any, raw: bytes, chars: int = SHOW_CHARS,
 
     presence = []
     for rule in rs.presence:
-        for target in rule.targets:
-            name = target.split(":")[1]
-            count = views.header_count(name)
-            if (rule.absent and count == 0) or (rule.multiple and count > 1):
-                hit_rules.setdefault(rule.id, rule)
-                presence.append({**_rule_info(rule), "header": name, "count": count})
-                break
+        found = rule.presence_hit(views.header_count)
+        if found:
+            hit_rules.setdefault(rule.id, rule)
+            presence.append({**_rule_info(rule), "header": found[0], "count": found[1]})
 
     compound = []
     hit_ids = set(hit_rules)
     for rule in rs.compounds:
-        if rule.all_of and not all(r in hit_ids for r in rule.all_of):
-            continue
-        if rule.any_of and not any(r in hit_ids for r in rule.any_of):
-            continue
-        if rule.none_of and any(r in hit_ids for r in rule.none_of):
+        if not rule.compound_hit(hit_ids):
             continue
         hit_rules.setdefault(rule.id, rule)
         compound.append({**_rule_info(rule), "all": list(rule.all_of),

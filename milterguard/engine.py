@@ -170,25 +170,17 @@ class Engine:
                 out += [rule_finding(rules[m.rule_id], m.excerpt) for m in rs.match(target, texts)]
         if part == "headers":
             for rule in rs.presence:
-                for target in rule.targets:
-                    name = target.split(":")[1]
-                    count = views.header_count(name)
-                    if (rule.absent and count == 0) or (rule.multiple and count > 1):
-                        out.append(rule_finding(rule, f"{name} count={count}"))
-                        break
+                found = rule.presence_hit(views.header_count)
+                if found:
+                    out.append(rule_finding(rule, f"{found[0]} count={found[1]}"))
         return out
 
     def compound_findings(self, policy: Policy, findings: list[Finding]) -> list[Finding]:
         hit = {f.rule_id for f in findings}
         out = []
         for rule in policy.ruleset.compounds:
-            if rule.all_of and not all(r in hit for r in rule.all_of):
-                continue
-            if rule.any_of and not any(r in hit for r in rule.any_of):
-                continue
-            if rule.none_of and any(r in hit for r in rule.none_of):
-                continue
-            out.append(rule_finding(rule, "all=" + ",".join(rule.all_of or rule.any_of)))
+            if rule.compound_hit(hit):
+                out.append(rule_finding(rule, "all=" + ",".join(rule.all_of or rule.any_of)))
         return out
 
     def record(self, hits: list[Hit]) -> None:

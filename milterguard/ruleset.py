@@ -114,6 +114,26 @@ class Rule:
         """A building block for compound rules: seen by them, nowhere else."""
         return self.mode == "helper"
 
+    def compound_hit(self, hit_ids: "set[str] | frozenset[str]") -> bool:
+        """Whether this compound rule fires, given the ids of the rules that hit."""
+        if self.all_of and not all(r in hit_ids for r in self.all_of):
+            return False
+        if self.any_of and not any(r in hit_ids for r in self.any_of):
+            return False
+        return not (self.none_of and any(r in hit_ids for r in self.none_of))
+
+    def presence_hit(self, header_count: Any) -> tuple[str, int] | None:
+        """(header, count) if this absent/multiple rule fires, else None.
+
+        ``header_count`` is a callable: header name -> occurrences.
+        """
+        for target in self.targets:
+            name = target.split(":")[1]
+            count = header_count(name)
+            if (self.absent and count == 0) or (self.multiple and count > 1):
+                return name, count
+        return None
+
     @property
     def verdict_action(self) -> Action:
         """The Action a hit of this rule asks for (CONTINUE for scoring)."""
