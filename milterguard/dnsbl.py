@@ -238,9 +238,7 @@ class DnsblChecker:
         weighted_action = parse_action(section, "weighted_action",
                                        section.get("weighted_action", "reject"))
         deadline = _number(section, "deadline", 2.0, 0.01, 60.0)
-        self_test = section.get("self_test", True)
-        if not isinstance(self_test, bool):
-            raise section.error("must be true or false", "self_test")
+        self_test = section.flag("self_test", True)
         interval = _number(section, "self_test_interval", 900.0, 0.0, 7 * 86400.0)
         default_reply = section.get("reply", DEFAULT_REPLY)
         parse_reply(section, "reply", default_reply)
@@ -468,11 +466,7 @@ def _nibbles(addr: str, zone: str) -> str:
 
 def _number(section: LDict, key: str, default: float, low: float = -1e9,
             high: float = 1e9, rule: str | None = None) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not low <= value <= high:
-        raise section.error(f"must be a number from {low:g} to {high:g}", key, rule)
-    return float(value)
+    return section.number(key, default, low, high, rule=rule)
 
 
 def _parse_zone(item: LDict, default_reply: str) -> DnsblZone:

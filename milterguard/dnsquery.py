@@ -74,11 +74,8 @@ class ResolverSettings:
             raise section.error("must be a list of IP addresses", "nameservers")
         out.nameservers = tuple(servers)
         out.port = _int(section, "port", 53, 1, 65535)
-        out.timeout = _float(section, "timeout", 2.0, 0.01, 60.0)
-        cache = section.get("cache", True)
-        if not isinstance(cache, bool):
-            raise section.error("must be true or false", "cache")
-        out.cache = cache
+        out.timeout = section.number("timeout", 2.0, 0.01, 60.0, "seconds")
+        out.cache = section.flag("cache", True)
         out.min_ttl = _int(section, "cache_min_ttl", 60, 0, 86400)
         out.max_ttl = _int(section, "cache_max_ttl", 3600, 0, 7 * 86400)
         if out.max_ttl < out.min_ttl:
@@ -92,14 +89,6 @@ def _int(section: LDict, key: str, default: int, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise section.error(f"must be an integer from {low} to {high}", key)
     return value
-
-
-def _float(section: LDict, key: str, default: float, low: float, high: float) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not low <= value <= high:
-        raise section.error(f"must be a number from {low} to {high}", key)
-    return float(value)
 
 
 class DnsQuery:

@@ -117,15 +117,8 @@ class EnvelopeSettings:
         for key in ("reject_bad_syntax", "reject_non_fqdn_sender", "reject_non_fqdn_recipient",
                     "reject_unknown_sender_domain", "reject_null_mx",
                     "reject_unknown_recipient_domain"):
-            value = section.get(key, getattr(out, key))
-            if not isinstance(value, bool):
-                raise section.error("must be true or false", key)
-            setattr(out, key, value)
-        timeout = section.get("timeout", 2.0)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-                or not 0.01 <= timeout <= 60:
-            raise section.error("must be a number of seconds from 0.01 to 60", "timeout")
-        out.timeout = float(timeout)
+            setattr(out, key, section.flag(key, getattr(out, key)))
+        out.timeout = section.number("timeout", 2.0, 0.01, 60, "seconds")
         return out
 
 

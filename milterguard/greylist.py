@@ -226,9 +226,7 @@ class GreylistSettings:
                 raise section.error(f"must be an integer from {low} to {high}", key)
             return value
 
-        enabled = section.get("enabled", False)
-        if not isinstance(enabled, bool):
-            raise section.error("must be true or false", "enabled")
+        enabled = section.flag("enabled", False)
         null_sender = section.get("null_sender", "greylist")
         if null_sender not in ("greylist", "pass"):
             raise section.error("must be greylist or pass", "null_sender")

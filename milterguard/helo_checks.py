@@ -46,15 +46,8 @@ class HeloSettings:
         out = cls()
         for key in ("require", "reject_invalid", "reject_non_fqdn", "reject_own_name",
                     "reject_literal_mismatch", "reject_unknown"):
-            value = section.get(key, getattr(out, key))
-            if not isinstance(value, bool):
-                raise section.error("must be true or false", key)
-            setattr(out, key, value)
-        timeout = section.get("timeout", 2.0)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-                or not 0.01 <= timeout <= 60:
-            raise section.error("must be a number of seconds from 0.01 to 60", "timeout")
-        out.timeout = float(timeout)
+            setattr(out, key, section.flag(key, getattr(out, key)))
+        out.timeout = section.number("timeout", 2.0, 0.01, 60, "seconds")
         server = config.section("server")
         names = [server.get("hostname") or _machine_fqdn()]
         extra = section.get("own_names", [])

@@ -31,6 +31,23 @@ class LDict(dict):
     def file_of(self, key: Any) -> str:
         return self.files.get(key, self.file)
 
+    def flag(self, key: str, default: bool) -> bool:
+        """A true/false setting, or a ConfigError naming where it is wrong."""
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error("must be true or false", key)
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float,
+               unit: str = "", rule: str | None = None) -> float:
+        """A number within [low, high], or a ConfigError naming where it is wrong."""
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not low <= value <= high:
+            what = f"a number of {unit}" if unit else "a number"
+            raise self.error(f"must be {what} from {low:g} to {high:g}", key, rule)
+        return float(value)
+
     def error(self, message: str, key: Any = None, rule: str | None = None) -> ConfigError:
         """A ConfigError pointing at this mapping, or at one of its keys."""
         line = self.line_of(key) if key is not None else self.line
