@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from milterguard.config import load_config  # noqa: E402
 from milterguard.engine import Engine  # noqa: E402
+from milterguard.replay import parse_message  # noqa: E402
 from milterguard.session import Session  # noqa: E402
 
 CONFIG = """\
@@ -37,18 +38,9 @@ helo: {reject_unknown: false}
 
 
 def split_message(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
-    """Header fields as the MTA sends them (unfolded lines kept), and a CRLF body."""
-    raw = raw.replace(b"\r\n", b"\n")
-    head, _, body = raw.partition(b"\n\n")
-    headers: list[tuple[str, str]] = []
-    for line in head.decode("utf-8", "replace").split("\n"):
-        if line[:1] in (" ", "\t") and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, value + "\n" + line)
-        elif ":" in line:
-            name, _, value = line.partition(":")
-            headers.append((name, value.strip()))
-    return headers, body.replace(b"\n", b"\r\n")
+    """Header fields as the MTA hands them to the milter, and a CRLF body."""
+    parsed = parse_message(raw)
+    return parsed.milter_headers(), parsed.body
 
 
 def run_one(engine: Engine, headers: list[tuple[str, str]], body: bytes) -> None:

@@ -28,28 +28,14 @@ import traceback
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from milterguard.normalize import fold  # noqa: E402
+from milterguard.replay import parse_message  # noqa: E402
 from milterguard.views import TARGETS, MessageViews  # noqa: E402
 
 
 def split_message(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
-    """Headers as the milter hands them (folded, str) and the body bytes."""
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        idx = raw.find(sep)
-        if idx >= 0:
-            head, body = raw[:idx], raw[idx + len(sep):]
-            break
-    else:
-        head, body = raw, b""
-    headers: list[tuple[str, str]] = []
-    for line in head.replace(b"\r\n", b"\n").split(b"\n"):
-        if line[:1] in (b" ", b"\t") and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, value + "\n" + line.decode("utf-8", "surrogateescape"))
-        elif b":" in line:
-            name, _, value = line.partition(b":")
-            headers.append((name.decode("latin-1").strip(),
-                            value.decode("utf-8", "surrogateescape").strip()))
-    return headers, body
+    """Headers as the milter hands them (folded, str) and the CRLF body."""
+    parsed = parse_message(raw)
+    return parsed.milter_headers(), parsed.body
 
 
 def all_views(raw: bytes, max_bytes: int) -> int:
@@ -111,7 +97,7 @@ def bench_message_figures() -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_postfix
     raw = bench_postfix.MESSAGE.encode()
-    headers, body = split_message(raw.replace(b"\n", b"\r\n"))
+    headers, body = split_message(raw)
     targets = rule_targets()
     got = best_us({"rule": lambda: rule_views(headers, body, targets),
                    "all": lambda: all_views(raw, 2 * 1024 * 1024),

@@ -62,12 +62,6 @@ def _shorten(text: str, limit: int) -> str:
     return flat
 
 
-def _header_value(raw: bytes) -> str:
-    # Postfix hands the milter the value without the one space after the colon.
-    value = raw.decode("utf-8", "replace")
-    return value[1:] if value.startswith(" ") else value
-
-
 def _trusted(policy: Any, env: Envelope) -> bool:
     if env.auth and policy.trust_authenticated:
         return True
@@ -150,7 +144,7 @@ def explain_message(policy: Any, raw: bytes, chars: int = SHOW_CHARS,
     """Everything `explain` shows, as plain data (the --json output)."""
     parsed = parse_message(raw)
     env = parsed.envelope
-    headers = [(n.decode("ascii", "replace"), _header_value(v)) for n, v in parsed.headers]
+    headers = parsed.milter_headers()
     views = MessageViews(headers, parsed.body, policy.max_scan_bytes)
     rs: RuleSet = policy.ruleset
     trusted = _trusted(policy, env)
