@@ -32,3 +32,89 @@ def test_client_address_forms():
     assert _client_address(socket.AF_INET, ("192.0.2.1", 2525)) == ("192.0.2.1", 2525)
     assert _client_address(socket.AF_INET6, ("2001:db8::1", 25, 0, 0)) == ("2001:db8::1", 25)
     assert _client_address(socket.AF_UNIX, None) == ("", 0)
+
+
+class _FakeContext:
+    """What Milter.Base reaches through self._ctx."""
+
+    def __init__(self) -> None:
+        self.replies: list[tuple[str, str, str]] = []
+
+    def setreply(self, code, xcode, *text):  # type: ignore[no-untyped-def]
+        self.replies.append((code, xcode, " ".join(text)))
+
+    def getsymval(self, name):  # type: ignore[no-untyped-def]
+        return None
+
+
+class _Policy:
+    on_internal_error = "tempfail"
+
+
+class _Engine:
+    policy = _Policy()
+
+
+def _milter(protocol: int):  # type: ignore[no-untyped-def]
+    import Milter
+
+    from milterguard.milter_adapter import MilterguardMilter
+
+    milter = MilterguardMilter.__new__(MilterguardMilter)
+    milter.engine = _Engine()  # type: ignore[assignment]
+    milter._protocol = protocol
+    milter._silent_error = False
+    milter._ctx = _FakeContext()
+    return milter, Milter
+
+
+def test_no_reply_header_is_not_answered_and_its_error_surfaces_at_end_of_headers():
+    milter, Milter = _milter(protocol=0x80)   # SMFIP_NR_HDR
+
+    class Broken:
+        client = type("C", (), {"addr": "192.0.2.1"})()
+
+        def header(self, name, value):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+        def eoh(self, macros):  # type: ignore[no-untyped-def]
+            raise AssertionError("not reached: the header error answers first")
+
+    milter.session = Broken()
+    assert milter.header("Subject", "x") == Milter.NOREPLY
+    assert milter.eoh() == Milter.TEMPFAIL
+    assert milter._ctx.replies[0][0] == "451"
+    assert "boom" not in milter._ctx.replies[0][2]
+
+
+def test_answered_header_keeps_the_normal_error_path():
+    milter, Milter = _milter(protocol=0)
+
+    class Broken:
+        client = type("C", (), {"addr": "192.0.2.1"})()
+
+        def header(self, name, value):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+    milter.session = Broken()
+    assert milter.header("Subject", "x") == Milter.TEMPFAIL
+    assert milter._silent_error is False
+
+
+def test_abort_forgets_a_silent_error():
+    milter, Milter = _milter(protocol=0x80)
+
+    class Session:
+        client = type("C", (), {"addr": "192.0.2.1"})()
+
+        def header(self, name, value):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+        def abort(self):  # type: ignore[no-untyped-def]
+            pass
+
+    milter.session = Session()
+    milter.header("Subject", "x")
+    assert milter._silent_error
+    milter.abort()
+    assert not milter._silent_error
