@@ -254,6 +254,8 @@ class Session:
     def _allowlisted(self, addr: str) -> bool:
         if not addr:
             return True  # a local (unix socket) client is our own
+        if not self.engine.policy.allow_networks:
+            return False
         try:
             ip = ipaddress.ip_address(addr)
         except ValueError:
@@ -353,6 +355,12 @@ class Session:
         msg.logged = True
         msg.score = sum(f.score for _, f in msg.findings if not f.observe)
         self._record(msg.findings)
+        action = verdict.action.value if stage not in ("abort", "close") else stage
+        if action == "continue":
+            action = "accept"
+        self._count_message(action)
+        if not log.isEnabledFor(logging.INFO):
+            return   # the quoting below is a good part of a clean message's cost
         ids = []
         for _, f in msg.findings:
             if f.helper:
@@ -360,10 +368,6 @@ class Session:
             tag = f.rule_id + ("(observe)" if f.observe else "")
             if tag not in ids:
                 ids.append(tag)
-        action = verdict.action.value if stage not in ("abort", "close") else stage
-        if action == "continue":
-            action = "accept"
-        self._count_message(action)
         log.info("queue_id=%s client=%s client_name=%s helo=%s from=%s rcpt=%s stage=%s "
                  "action=%s reply=%s rules=%s score=%s",
                  _kv(msg.info.queue_id or "-"), _kv(self.client.addr or "-"),
