@@ -127,6 +127,8 @@ class Engine:
         self._mtimes = self._snapshot_mtimes(policy)
         self.reloads = 0
         self.reload_failures = 0
+        #: A metrics.Metrics once the Prometheus listener is on; None costs nothing.
+        self.metrics: Any = None
 
     @classmethod
     def from_config(cls, config: Config, with_store: bool = True) -> "Engine":

@@ -384,7 +384,7 @@ class Session:
                  verdict.action.value, _kv(str(verdict.reply) if verdict.reply else "-"))
 
     def _count_message(self, action: str) -> None:
-        metrics = getattr(self.engine, "metrics", None)  # set only when metrics are on
+        metrics = self.engine.metrics
         if metrics is not None:
             metrics.message(action)
 

@@ -53,6 +53,7 @@ class _Policy:
 
 class _Engine:
     policy = _Policy()
+    metrics = None
 
 
 def _milter(protocol: int):  # type: ignore[no-untyped-def]
