@@ -49,6 +49,10 @@ class Policy:
     #: all headers), so that a message without that header skips the
     #: target without decoding anything.
     header_targets: list[tuple[str, str]] = field(default_factory=list)
+    #: Connect and HELO only ever answer "continue": their rejects wait for
+    #: the first RCPT and no client or HELO rule accepts or discards. The
+    #: adapter may then tell the MTA not to wait for those two answers.
+    quiet_connect: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
@@ -89,9 +93,10 @@ class Policy:
         if errors:
             raise ConfigErrors(errors)
         assert ruleset is not None
+        delay = bool(config.get("delay_rejects", True))
         return cls(config=config, ruleset=ruleset, allow_networks=networks,
                    trust_authenticated=bool(allow.get("authenticated", True)),
-                   delay_rejects=bool(config.get("delay_rejects", True)),
+                   delay_rejects=delay,
                    tag_header=bool(msg.get("tag_header", True)),
                    reply_rule_ids=bool(msg.get("reply_rule_ids", True)),
                    max_scan_bytes=int(numbers["max_scan_bytes"]),
@@ -102,11 +107,20 @@ class Policy:
                    subject_prefix=str(msg.get("subject_prefix", "")),
                    on_internal_error=on_error,
                    header_targets=[(t, t.split(":")[1] if t.startswith("header:") else "")
-                                   for t in ruleset.header_targets])
+                                   for t in ruleset.header_targets],
+                   quiet_connect=_connect_always_continues(delay, ruleset))
 
     @property
     def sources(self) -> list[str]:
         return self.config.sources + self.ruleset.sources
+
+
+def _connect_always_continues(delay_rejects: bool, ruleset: RuleSet) -> bool:
+    if not delay_rejects:
+        return False
+    return not any(rule.action in ("accept", "discard")
+                   and any(t in ("client", "helo") for t in rule.targets)
+                   for rule in ruleset.rules.values())
 
 
 def rule_finding(rule: Any, excerpt: str = "") -> Finding:

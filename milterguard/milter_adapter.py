@@ -7,10 +7,11 @@ on delayed ACKs (DESIGN.md, pitfall 3). Any exception inside a callback is
 logged and answered with the configured fallback, never with its text.
 
 On a unix socket the stages whose answer is always "continue" (DATA, each
-header, each body chunk) are negotiated as no-reply (SMFIP_NR_*): the MTA
-sends them without waiting, which saves a round trip per header. On TCP
-that would bring back pitfall 3 (the MTA's back-to-back packets wait for
-our delayed ACK), so there every stage is answered.
+header, each body chunk, and connect and HELO while their rejects wait for
+the first RCPT) are negotiated as no-reply (SMFIP_NR_*): the MTA sends them
+without waiting, which saves a round trip per header. On TCP that would
+bring back pitfall 3 (the MTA's back-to-back packets wait for our delayed
+ACK), so there every stage is answered.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def _client_address(family: int, hostaddr: Any) -> tuple[str, int]:
 
 #: Stages that always answer "continue" and may go unanswered (unix sockets).
 NO_REPLY_STAGES = Milter.P_NR_DATA | Milter.P_NR_HDR | Milter.P_NR_BODY
+#: Also unanswered when the policy holds every connect/HELO verdict.
+NO_REPLY_CONNECT = Milter.P_NR_CONN | Milter.P_NR_HELO
 
 
 class MilterguardMilter(Milter.Base):
@@ -77,7 +80,10 @@ class MilterguardMilter(Milter.Base):
         offered = opts[1]
         result = Milter.Base.negotiate(self, opts)
         if result == Milter.CONTINUE and self.no_reply_mask:
-            opts[1] |= offered & self.no_reply_mask
+            mask = self.no_reply_mask
+            if self.engine.policy.quiet_connect:
+                mask |= NO_REPLY_CONNECT
+            opts[1] |= offered & mask
             self._protocol = opts[1]
         return result
 
@@ -122,13 +128,20 @@ class MilterguardMilter(Milter.Base):
                 metrics.stage_latency(stage, time.perf_counter() - started)
 
     def _quiet(self, stage: str, flag: int, call: Callable[..., Verdict], *args: Any) -> int:
-        """A stage that always continues; unanswered when negotiated so."""
+        """A stage that always continues; unanswered when negotiated so.
+
+        A final verdict there can only come from connect or HELO after a
+        reload changed the policy mid-connection: it is held for the first
+        RCPT, like a delayed reject.
+        """
         if not self._protocol & flag:
             return self._guard(stage, call, *args)
         metrics = self.engine.metrics
         started = time.perf_counter() if metrics is not None else 0.0
         try:
-            call(*args)
+            verdict = call(*args)
+            if verdict.final:
+                self.session.hold(verdict)
         except Exception:
             log.exception("event=internal-error stage=%s client=%s", stage,
                           self.session.client.addr or "-")
@@ -145,11 +158,11 @@ class MilterguardMilter(Milter.Base):
 
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         addr, port = _client_address(family, hostaddr)
-        return self._guard("connect", self.session.connect, hostname or "", addr, port,
-                           self._macros(CONNECT_MACROS))
+        return self._quiet("connect", Milter.P_NR_CONN, self.session.connect, hostname or "",
+                           addr, port, self._macros(CONNECT_MACROS))
 
     def hello(self, heloname: str) -> int:
-        return self._guard("helo", self.session.helo, heloname or "")
+        return self._quiet("helo", Milter.P_NR_HELO, self.session.helo, heloname or "")
 
     def envfrom(self, mailfrom: str, *params: str) -> int:
         return self._guard("mail", self.session.mail, (mailfrom or "").strip("<>"),

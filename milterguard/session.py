@@ -99,6 +99,13 @@ class Session:
         findings += self._envelope_rules("helo", [name])
         return self._gate_answer("helo", findings)
 
+    def hold(self, verdict: Verdict) -> None:
+        """Answer a connect/HELO verdict at the first RCPT instead (the
+        strongest one held wins). Used for delayed rejects, and by the
+        adapter when the MTA was told not to wait for those answers."""
+        if self.pending is None or STRENGTH[verdict.action] > STRENGTH[self.pending.action]:
+            self.pending = verdict
+
     # -- message stages ----------------------------------------------------
 
     def mail(self, sender: str, macros: dict[str, str] | None = None) -> Verdict:
@@ -291,8 +298,7 @@ class Session:
         self.conn_findings.extend((stage, f) for f in findings)
         verdict = self._strongest(findings, stage)
         if verdict.action in (Action.REJECT, Action.TEMPFAIL) and self.engine.policy.delay_rejects:
-            if self.pending is None or STRENGTH[verdict.action] > STRENGTH[self.pending.action]:
-                self.pending = verdict
+            self.hold(verdict)
             return Verdict(stage=stage)
         if verdict.final:
             self._log_connection(verdict, stage)

@@ -119,3 +119,25 @@ def test_abort_forgets_a_silent_error():
     assert milter._silent_error
     milter.abort()
     assert not milter._silent_error
+
+
+def test_unanswered_connect_holds_a_final_verdict_for_the_first_rcpt():
+    from milterguard.verdict import Action, Reply, Verdict
+
+    milter, Milter = _milter(protocol=0x1000)   # SMFIP_NR_CONN
+    held = []
+    refusal = Verdict(Action.REJECT, Reply("554", "5.7.1", "no"), "connect")
+
+    class Session:
+        client = type("C", (), {"addr": "192.0.2.1"})()
+
+        def connect(self, name, addr, port, macros):  # type: ignore[no-untyped-def]
+            return refusal
+
+        def hold(self, verdict):  # type: ignore[no-untyped-def]
+            held.append(verdict)
+
+    milter.session = Session()
+    assert milter.connect("client.example.com", 2, ("192.0.2.1", 25)) == Milter.NOREPLY
+    assert held == [refusal]
+    assert milter._ctx.replies == []

@@ -9,7 +9,7 @@ import pytest
 from milterguard.config import load_config
 from milterguard.engine import Engine, Policy
 from milterguard.session import Session
-from milterguard.verdict import Action, Finding, Reply
+from milterguard.verdict import Action, Finding, Reply, Verdict
 
 RULES = """\
 rules:
@@ -287,3 +287,31 @@ def test_a_header_after_end_of_headers_rebuilds_the_views(engine):
     assert res.verdict.action == Action.REJECT   # alpha + beta + both = 11
     assert s.msg.views is not first
     assert s.msg.views.header_count("Message-ID") == 1
+
+
+def _policy(tmp_path, rules: str, extra: str = "") -> Policy:
+    rules_dir = tmp_path / "quiet-rules"
+    rules_dir.mkdir(exist_ok=True)
+    (rules_dir / "r.yaml").write_text(rules)
+    cfg = tmp_path / "quiet.yaml"
+    cfg.write_text(f"rules: {{shipped: false, site: [{rules_dir}]}}\n{extra}")
+    return Policy.from_config(load_config(str(cfg), str(tmp_path / "state")))
+
+
+def test_connect_is_quiet_only_when_its_verdicts_all_wait_for_rcpt(tmp_path):
+    refuse = ("rules:\n  - id: c\n    target: client\n    phrases: ['192.0.2.66']\n"
+              "    action: reject\n    category: client\n")
+    trust = refuse.replace("action: reject", "action: accept")
+    assert _policy(tmp_path, refuse).quiet_connect
+    assert not _policy(tmp_path, refuse, "delay_rejects: false\n").quiet_connect
+    assert not _policy(tmp_path, trust).quiet_connect
+
+
+def test_held_verdict_keeps_the_strongest(engine):
+    s = start(engine)
+    s.hold(Verdict(Action.TEMPFAIL, Reply("451", "4.7.1", "later"), "connect"))
+    s.hold(Verdict(Action.REJECT, Reply("554", "5.7.1", "no"), "helo"))
+    s.hold(Verdict(Action.TEMPFAIL, Reply("451", "4.7.1", "later"), "helo"))
+    assert s.mail("a@example.com", {"i": "Q1"}).action == Action.CONTINUE
+    v = s.rcpt("rcpt@example.net")
+    assert (v.action, v.reply.code, v.stage) == (Action.REJECT, "554", "rcpt")
