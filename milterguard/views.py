@@ -457,12 +457,17 @@ class MessageViews:
 
     # -- computing views ---------------------------------------------------
     def _compute(self, target: str) -> list[str]:
-        if target.startswith("header:"):
-            rest = target[7:].lower()
-            if rest.endswith(":raw"):
+        header = _header_target(target)
+        if header is not None:
+            positions = self._header_index().get(header[0])
+            if not positions:
+                return []
+            if header[1]:
                 headers = self.headers
-                return [headers[i][1] for i in self._header_index().get(rest[:-4], ())]
-            return [self._decoded_value(i) for i in self._header_index().get(rest, ())]
+                return [headers[i][1] for i in positions]
+            if len(positions) == 1:  # nearly always: no comprehension
+                return [self._decoded_value(positions[0])]
+            return [self._decoded_value(i) for i in positions]
         method = _VIEW_METHODS.get(target)
         if method is None:
             return []
@@ -676,6 +681,20 @@ class MessageViews:
             if host:
                 hosts.append(host)
         return _dedupe(hosts)
+
+
+@lru_cache(maxsize=1024)
+def _header_target(target: str) -> tuple[str, bool] | None:
+    """(lower-case header name, raw?) of a ``header:NAME[:raw]`` target.
+
+    Cached: a rule set names the same few targets for every message.
+    """
+    if not target.startswith("header:"):
+        return None
+    rest = target[7:].lower()
+    if rest.endswith(":raw"):
+        return rest[:-4], True
+    return rest, False
 
 
 _VIEW_METHODS: dict[str, Callable[[MessageViews], list[str]]] = {

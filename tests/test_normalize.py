@@ -86,3 +86,13 @@ def test_casefold_output_is_left_alone_by_casefold() -> None:
 def test_casefold_few_matches_casefold(text: str) -> None:
     non_ascii = {c for c in text if not c.isascii()}
     assert normalize._casefold_few(text, non_ascii) == text.casefold()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("call 10:00 on 3.4.", False), ("v1agra", True), ("x0", False), ("0x", False),
+    ("a0\u00e9", False), ("\u00e9a1b", True), ("a2b a6b", False), ("A1B", False), ("a\udc801b", True),
+])
+def test_digit_between_letters_prefilter(text: str, expected: bool) -> None:
+    assert normalize._digit_between_letters(text) is expected
+    if not expected:   # the prefilter only skips what the regex would not change
+        assert normalize._DIGIT_IN_WORD.sub(normalize._digits, text) == text
