@@ -542,8 +542,9 @@ class MessageViews:
                 self.defects.append(f"more than {MAX_PARTS} parts; rest not scanned")
             return
         # The message's own header: its Content-* fields are in the header
-        # index (built for the header rules at end of headers), no new pass.
-        fields = self._message_content_fields() if headers is self.headers \
+        # index when the header rules built it at end of headers; no new pass.
+        fields = self._message_content_fields() \
+            if headers is self.headers and self._index is not None \
             else _content_fields(headers)
         ctype_header = fields.get("content-type")
         ctype = default_type

@@ -317,6 +317,12 @@ def test_message_content_fields_come_from_the_header_index() -> None:
     headers = [("Received", "x"), ("CONTENT-TYPE", "text/html; charset=utf-8"),
                ("Content-Transfer-Encoding", "base64"), ("content-type", "text/plain"),
                ("Contentious", "no"), ("Content-Disposition", "inline")]
-    views = MessageViews(headers, b"PGI+aGk8L2I+\r\n")
+    body = b"PGI+aGk8L2I+\r\n"
+    views = MessageViews(headers, body)
+    assert views.texts("body") == ["hi"]           # no header index: the plain pass
+    views = MessageViews(headers, b"")
+    assert views.texts("header:received") == ["x"]  # end of headers builds the index
+    views.set_body(body)
     assert views._message_content_fields() == views_mod._content_fields(headers)
     assert views.texts("body") == ["hi"]
+    assert views.texts("mime-types") == ["text/html"]
