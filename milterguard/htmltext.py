@@ -78,6 +78,7 @@ for _bit, _tags in ((_F_CLOSES_P, _CLOSES_P), (_F_SIBLINGS, _SELF_CLOSING_SIBLIN
                     (_F_VOID, _VOID)):
     for _tag in _tags:
         _FLAGS[_tag] = _FLAGS.get(_tag, 0) | _bit
+del _bit, _tags, _tag
 
 _FONT_SIZE = re.compile(r"(?<![-\w])font-size\s*:\s*([0-9]*\.?[0-9]*)\s*(px|pt|em|rem|%)?", re.I)
 
