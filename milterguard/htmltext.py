@@ -172,17 +172,20 @@ _SPACE = " \t\n\r\f"
 _WANTED_ATTR = re.compile(r"hidden|style|href|src|action|background|alt", re.I)
 
 
-def _attributes(text: str) -> list[tuple[str, str | None]]:
-    """(lower-case name, unescaped value or None) of a start tag's attribute text."""
-    out: list[tuple[str, str | None]] = []
-    for match in _ATTR.finditer(text):
-        value = match.group(2)
-        if value is not None:
-            if value[:1] in ("'", '"') and len(value) >= 2 and value[-1] == value[0]:
+def _attributes(text: str) -> list[tuple[str, str]]:
+    """(lower-case name, unescaped value) of a start tag's attribute text.
+
+    An attribute without a value has the empty value (findall gives ""
+    for a group that did not match: no match objects to build).
+    """
+    out: list[tuple[str, str]] = []
+    for name, value in _ATTR.findall(text):
+        if value:
+            if value[0] in "'\"" and len(value) >= 2 and value[-1] == value[0]:
                 value = value[1:-1]
             if "&" in value:
                 value = unescape(value)
-        out.append((match.group(1).lower(), value))
+        out.append((name.lower(), value))
     return out
 
 
@@ -208,8 +211,6 @@ class _Renderer:
         stack = self.stack
         # Two C-speed membership tests settle the common case (a <p> or
         # <li> start when none is open) without a Python-level loop.
-        if (tag, False) not in stack and (tag, True) not in stack:
-            return False
         for i in range(len(stack) - 1, -1, -1):
             name = stack[i][0]
             if name == tag:

@@ -102,3 +102,11 @@ def test_tag_short_cuts_keep_the_rendering(html: str, text: str) -> None:
 def test_end_tag_of_hidden_innermost_element_adds_no_break() -> None:
     assert render("x<p style='display:none'>h</p>y")[0] == "xy"
     assert render("x<span style='display:none'><p>h</p></span>y")[0] == "xy"
+
+
+def test_attributes_without_value_are_empty() -> None:
+    from milterguard.htmltext import _attributes
+    assert _attributes(' hidden alt="a &amp; b" href=x Style=\'c\' src= ') == [
+        ("hidden", ""), ("alt", "a & b"), ("href", "x"), ("style", "c"), ("src", "")]
+    assert render("<p hidden>h</p>v")[0] == "v"
+    assert render("x<img alt>y<img alt=''>z<a href>w</a>") == ("xyzw", [])
