@@ -110,3 +110,15 @@ def test_attributes_without_value_are_empty() -> None:
         ("hidden", ""), ("alt", "a & b"), ("href", "x"), ("style", "c"), ("src", "")]
     assert render("<p hidden>h</p>v")[0] == "v"
     assert render("x<img alt>y<img alt=''>z<a href>w</a>") == ("xyzw", [])
+
+
+@pytest.mark.parametrize("html, text, links", [
+    ('x<p STYLE="DISPLAY:NONE">h</p>y', "xy", []),
+    ('x<p sTyLe="font-size:0">h</p>y', "xy", []),
+    ('<a HREF="http://a.example/">t</a>', "t", ["http://a.example/"]),
+    ('<img ALT="Pic" SRC=p.png>', "Pic", ["p.png"]),
+    # Only a name that lower-cases to a known one counts (U+017F is not "s").
+    ('x<p \u017ftyle="display:none">h</p>y', "x\nh\ny", []),
+])
+def test_attribute_names_any_case(html: str, text: str, links: list[str]) -> None:
+    assert render(html) == (text, links)
