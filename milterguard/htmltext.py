@@ -69,6 +69,17 @@ _SCOPE = frozenset({"table", "div", "td", "th", "blockquote", "ul", "ol",
 _SPECIAL = frozenset(_INVISIBLE | _BLOCK | _CELL | _VOID | _CLOSES_P | set(_SELF_CLOSING_SIBLINGS)
                      | {"pre", "img"})
 
+# What start() does for a tag, as bits looked up once per tag (instead of
+# one set test per rule); tags not listed have no bits.
+_F_CLOSES_P, _F_SIBLINGS, _F_INVISIBLE, _F_BLOCK, _F_CELL, _F_VOID = 1, 2, 4, 8, 16, 32
+_FLAGS: dict[str, int] = {}
+for _bit, _tags in ((_F_CLOSES_P, _CLOSES_P), (_F_SIBLINGS, _SELF_CLOSING_SIBLINGS),
+                    (_F_INVISIBLE, _INVISIBLE), (_F_BLOCK, _BLOCK), (_F_CELL, _CELL),
+                    (_F_VOID, _VOID)):
+    for _tag in _tags:
+        _FLAGS[_tag] = _FLAGS.get(_tag, 0) | _bit
+del _bit, _tags, _tag
+
 _FONT_SIZE = re.compile(r"(?<![-\w])font-size\s*:\s*([0-9]*\.?[0-9]*)\s*(px|pt|em|rem|%)?", re.I)
 
 
@@ -157,21 +168,28 @@ _ATTR = re.compile(r"""([^\s/>=][^\s/>=]*)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s>]*))?"
 
 _SPACE = " \t\n\r\f"
 
-# Attribute names that make a difference to the rendering or the links.
-_WANTED_ATTR = re.compile(r"hidden|style|href|src|action|background|alt", re.I)
+# Attribute names that make a difference to the rendering or the links,
+# searched in the lower-cased attribute text: a case-insensitive regex
+# search is several times slower. It only decides whether the attributes
+# are parsed; an attribute counts when its lower-cased name is one of
+# these, and then its lower-cased text is in the lower-cased attribute text.
+_WANTED_ATTR = re.compile(r"hidden|style|href|src|action|background|alt")
 
 
-def _attributes(text: str) -> list[tuple[str, str | None]]:
-    """(lower-case name, unescaped value or None) of a start tag's attribute text."""
-    out: list[tuple[str, str | None]] = []
-    for match in _ATTR.finditer(text):
-        value = match.group(2)
-        if value is not None:
-            if value[:1] in ("'", '"') and len(value) >= 2 and value[-1] == value[0]:
+def _attributes(text: str) -> list[tuple[str, str]]:
+    """(lower-case name, unescaped value) of a start tag's attribute text.
+
+    An attribute without a value has the empty value (findall gives ""
+    for a group that did not match: no match objects to build).
+    """
+    out: list[tuple[str, str]] = []
+    for name, value in _ATTR.findall(text):
+        if value:
+            if value[0] in "'\"" and len(value) >= 2 and value[-1] == value[0]:
                 value = value[1:-1]
             if "&" in value:
                 value = unescape(value)
-        out.append((match.group(1).lower(), value))
+        out.append((name.lower(), value))
     return out
 
 
@@ -195,6 +213,8 @@ class _Renderer:
     def _close_to(self, tag: str, scope: frozenset[str] = frozenset()) -> bool:
         """Pop the stack down to and including the innermost ``tag``."""
         stack = self.stack
+        # Two C-speed membership tests settle the common case (a <p> or
+        # <li> start when none is open) without a Python-level loop.
         for i in range(len(stack) - 1, -1, -1):
             name = stack[i][0]
             if name == tag:
@@ -210,22 +230,16 @@ class _Renderer:
 
     # -- tokens ----------------------------------------------------------
     def start(self, tag: str, attr_text: str) -> None:
-        if tag not in _SPECIAL and not attr_text:
-            # <b>, <span>, <font>... with no attributes: inherits visibility,
-            # no line break, no link. The common case, kept short.
-            stack = self.stack
-            stack.append((tag, bool(stack) and stack[-1][1]))
-            if len(stack) > 2000:
-                del stack[1000:1500]
-            return
-        if tag in _CLOSES_P:
-            self._close_to("p", _SCOPE)
-        siblings = _SELF_CLOSING_SIBLINGS.get(tag)
-        if siblings:
-            for sibling in siblings:
-                if self._close_to(sibling, _SCOPE):
-                    break
-        hidden = (bool(self.stack) and self.stack[-1][1]) or tag in _INVISIBLE
+        flags = _FLAGS.get(tag, 0)
+        stack = self.stack
+        if stack and flags & (_F_CLOSES_P | _F_SIBLINGS):
+            if flags & _F_CLOSES_P:
+                self._close_to("p", _SCOPE)
+            if flags & _F_SIBLINGS:
+                for sibling in _SELF_CLOSING_SIBLINGS[tag]:
+                    if self._close_to(sibling, _SCOPE):
+                        break
+        hidden = (bool(stack) and stack[-1][1]) or bool(flags & _F_INVISIBLE)
         self_closing = False
         alt = None
         if attr_text:
@@ -233,44 +247,59 @@ class _Renderer:
             # "<br/>" and "<x a='1' />"; not the slash ending an unquoted URL.
             self_closing = stripped.endswith("/") and (
                 len(stripped) == 1 or stripped[-2] in " \t\n\r\f\"'")
-        # Most attributes (width, face, class...) change nothing here: parse
-        # the attribute text only when a name that matters occurs in it.
-        if attr_text and _WANTED_ATTR.search(attr_text):
-            href = None
-            for name, value in _attributes(attr_text):
-                if name == "hidden":
-                    hidden = True
-                elif name == "style":
-                    if value and _style_hides(value):
+            # Most attributes (width, face, class...) change nothing here:
+            # parse the attribute text only when a name that matters occurs.
+            if _WANTED_ATTR.search(attr_text.lower()):
+                href = None
+                for name, value in _attributes(attr_text):
+                    if name == "hidden":
                         hidden = True
-                elif name in ("href", "src", "action", "background"):
-                    if value and tag not in ("script", "link", "style"):
-                        href = value
-                elif name == "alt":
-                    alt = value
-            if href and len(self.links) < MAX_LINKS and (tag != "img" or not hidden):
-                self.links.append(href.strip())
+                    elif name == "style":
+                        if value and _style_hides(value):
+                            hidden = True
+                    elif name in ("href", "src", "action", "background"):
+                        if value and tag not in ("script", "link", "style"):
+                            href = value
+                    elif name == "alt":
+                        alt = value
+                if href and len(self.links) < MAX_LINKS and (tag != "img" or not hidden):
+                    self.links.append(href.strip())
         if not hidden:
-            if tag in _BLOCK:
-                self._newline()
-            elif tag in _CELL:
+            if flags & _F_BLOCK:
+                out = self.out
+                if out and out[-1] != "\n":
+                    out.append("\n")
+            elif flags & _F_CELL:
                 self.out.append(" ")
             elif tag == "img" and alt:
                 self.out.append(f" {alt} ")
-        if tag in _VOID or self_closing:
+        if flags & _F_VOID or self_closing:
             return
         if tag == "pre":
             self.pre_depth += 1
-        self.stack.append((tag, hidden))
+        stack.append((tag, hidden))
         # An element stack this deep is an attack, not a layout; keep memory flat.
-        if len(self.stack) > 2000:
-            del self.stack[1000:1500]
+        if len(stack) > 2000:
+            del stack[1000:1500]
 
     def end(self, tag: str) -> None:
         stack = self.stack
-        if stack and stack[-1][0] == tag and tag not in _SPECIAL:
-            # Well-formed markup closes the innermost element.
-            stack.pop()
+        if stack and stack[-1][0] == tag:
+            # The end tag closes the innermost element (well-formed markup):
+            # what _close_to would do, without its search. Void elements are
+            # never on the stack, so this is never one.
+            hidden = stack.pop()[1]
+            if tag not in _SPECIAL:
+                return
+            if tag == "pre" and self.pre_depth:
+                self.pre_depth -= 1
+            if not hidden:
+                if tag in _BLOCK:
+                    out = self.out
+                    if out and out[-1] != "\n":
+                        out.append("\n")
+                elif tag in _CELL:
+                    self.out.append(" ")
             return
         hidden = bool(stack) and stack[-1][1]
         if tag in _VOID:
@@ -312,10 +341,19 @@ class _Renderer:
                         out.append(text.replace("\n", " ") if "\n" in text else text)
             elif kind == 5:
                 slash, tag, attrs, space = match.group(2, 3, 4, 5)
+                tag = tag.lower()
                 if slash:
-                    end_tag(tag.lower())
+                    if stack and stack[-1][0] == tag and tag not in _SPECIAL:
+                        stack.pop()  # </b>, </span>...: the innermost element
+                    else:
+                        end_tag(tag)
+                elif attrs or tag in _SPECIAL:
+                    start(tag, attrs)
                 else:
-                    start(tag.lower(), attrs)
+                    # <b>, <span>, <font>... with no attributes (start's short case).
+                    stack.append((tag, bool(stack) and stack[-1][1]))
+                    if len(stack) > 2000:
+                        del stack[1000:1500]
                 if space and not (stack and stack[-1][1]):
                     out.append(space if self.pre_depth else " ")
             elif kind == 7:
@@ -330,9 +368,13 @@ class _Renderer:
 
 
 def _finish(parts: list[str]) -> str:
-    text = "".join(parts)
-    lines = (" ".join(line.split()) for line in text.split("\n"))
-    return "\n".join(line for line in lines if line)
+    """Each line's whitespace collapsed to single spaces, empty lines dropped.
+
+    map/filter over built-in methods: the loop runs in C, with no Python
+    frame per line.
+    """
+    lines = map(" ".join, map(str.split, "".join(parts).split("\n")))
+    return "\n".join(filter(None, lines))
 
 
 #: Seconds of tokenizing per document before the crude fallback.

@@ -64,8 +64,13 @@ _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([-\w:.]{1,4
 _MIME_TYPE = re.compile(r"[a-z0-9!#$&.+^_-]+/[a-z0-9!#$&.+^_-]+")
 
 
+@lru_cache(maxsize=256)
 def lookup_charset(label: str | None) -> str | None:
-    """A Python codec name for a MIME charset label, or None if unknown."""
+    """A Python codec name for a MIME charset label, or None if unknown.
+
+    Cached: a handful of labels (utf-8, iso-8859-1...) make up nearly all
+    mail, and the answer depends on the label only.
+    """
     if not label:
         return None
     name = label.strip().strip("\"'").lower()
@@ -452,12 +457,17 @@ class MessageViews:
 
     # -- computing views ---------------------------------------------------
     def _compute(self, target: str) -> list[str]:
-        if target.startswith("header:"):
-            rest = target[7:].lower()
-            if rest.endswith(":raw"):
+        header = _header_target(target)
+        if header is not None:
+            positions = self._header_index().get(header[0])
+            if not positions:
+                return []
+            if header[1]:
                 headers = self.headers
-                return [headers[i][1] for i in self._header_index().get(rest[:-4], ())]
-            return [self._decoded_value(i) for i in self._header_index().get(rest, ())]
+                return [headers[i][1] for i in positions]
+            if len(positions) == 1:  # nearly always: no comprehension
+                return [self._decoded_value(positions[0])]
+            return [self._decoded_value(i) for i in positions]
         method = _VIEW_METHODS.get(target)
         if method is None:
             return []
@@ -474,6 +484,13 @@ class MessageViews:
                 else:
                     index[lname] = [pos]
         return index
+
+    def _message_content_fields(self) -> dict[str, str]:
+        """What _content_fields gives for the message header, from the index."""
+        headers = self.headers
+        return {name: headers[positions[0]][1]
+                for name, positions in self._header_index().items()
+                if name.startswith("content-")}
 
     def _decoded_value(self, pos: int) -> str:
         decoded = self._decoded
@@ -524,7 +541,11 @@ class MessageViews:
             if walk.parts == MAX_PARTS + 1:
                 self.defects.append(f"more than {MAX_PARTS} parts; rest not scanned")
             return
-        fields = _content_fields(headers)
+        # The message's own header: its Content-* fields are in the header
+        # index when the header rules built it at end of headers; no new pass.
+        fields = self._message_content_fields() \
+            if headers is self.headers and self._index is not None \
+            else _content_fields(headers)
         ctype_header = fields.get("content-type")
         ctype = default_type
         if ctype_header:
@@ -663,6 +684,20 @@ class MessageViews:
         return _dedupe(hosts)
 
 
+@lru_cache(maxsize=1024)
+def _header_target(target: str) -> tuple[str, bool] | None:
+    """(lower-case header name, raw?) of a ``header:NAME[:raw]`` target.
+
+    Cached: a rule set names the same few targets for every message.
+    """
+    if not target.startswith("header:"):
+        return None
+    rest = target[7:].lower()
+    if rest.endswith(":raw"):
+        return rest[:-4], True
+    return rest, False
+
+
 _VIEW_METHODS: dict[str, Callable[[MessageViews], list[str]]] = {
     "headers": MessageViews._headers_view,
     "headers:raw": MessageViews._headers_raw_view,
@@ -676,6 +711,24 @@ _VIEW_METHODS: dict[str, Callable[[MessageViews], list[str]]] = {
 }
 
 
+def _searchable_lower(text: str) -> str:
+    """A string that text_urls can search instead of text.lower().
+
+    Only the ASCII letters need lowering there: what it looks for ("://",
+    "www.", http, https, ftp) is ASCII, no other character lowers to one of
+    those, and str.isalnum is the same before and after lowering, except
+    for U+0130, which lowers to two characters (it keeps str.lower, to keep
+    its positions). bytes.lower on UTF-8 lowers A-Z only and is several
+    times cheaper than str.lower on non-ASCII text.
+    """
+    if text.isascii() or "\u0130" in text:
+        return text.lower()
+    try:
+        return text.encode("utf-8").lower().decode("utf-8")
+    except UnicodeError:  # lone surrogates
+        return text.lower()
+
+
 def text_urls(text: str, limit: int = MAX_URLS) -> list[str]:
     """URLs written out in plain text (scheme://... or www....).
 
@@ -684,7 +737,7 @@ def text_urls(text: str, limit: int = MAX_URLS) -> list[str]:
     a lot on megabytes of text.
     """
     found: list[tuple[int, str]] = []
-    low = text.lower()
+    low = _searchable_lower(text)
     pos = low.find("://")
     while pos >= 0 and len(found) < limit:
         start = next((pos - len(s) for s in ("https", "http", "ftp") if low.endswith(s, 0, pos)), -1)

@@ -75,3 +75,50 @@ def test_pathological_markup_falls_back_to_crude_stripping() -> None:
     html = "<" * 100_000 + "<p>cheap <b>pills</b> &amp; more"
     text, _ = render(html, budget=0.0)
     assert "cheap pills & more" in " ".join(text.split()).replace("< ", "")
+
+
+# The renderer's short cuts (an end tag closing the innermost element
+# without a search, the quick "not open" test before an implicit close,
+# per-tag flags, _finish over map/filter) must give what the plain rules give.
+@pytest.mark.parametrize("html, text", [
+    ("<p>a</p>b", "a\nb"),
+    ("<ul><li>one<li>two</ul>after", "one\ntwo\nafter"),
+    ("<table><tr><td>x<td>y</table>z", "x y\nz"),
+    ("<td>a</td>b</TD>c", "a bc"),                       # a stray cell end adds nothing
+    ("<pre>a\n  b</pre>c\nd", "a\nb\nc d"),
+    ("<p>one<div>two</div>three</p>four", "one\ntwo\nthreefour"),  # <div> closed the <p>
+    ("<li>a</li></li>b", "a\nb"),
+    ("a<br>b</br>c", "a\nb\nc"),
+    ("<b>x</b><i>y</i>", "xy"),
+    ("<div style='display:none'><p>hidden</div><p>shown</p>", "shown"),
+    ("<div hidden><li>x</li></div>y", "y"),
+    ("<p>a\x1cb\u00a0 c\r\nd</p>", "a b c d"),            # any str.isspace run is one space
+    ("\n \n<p> </p>\t\n", ""),
+])
+def test_tag_short_cuts_keep_the_rendering(html: str, text: str) -> None:
+    assert render(html)[0] == text
+
+
+def test_end_tag_of_hidden_innermost_element_adds_no_break() -> None:
+    assert render("x<p style='display:none'>h</p>y")[0] == "xy"
+    assert render("x<span style='display:none'><p>h</p></span>y")[0] == "xy"
+
+
+def test_attributes_without_value_are_empty() -> None:
+    from milterguard.htmltext import _attributes
+    assert _attributes(' hidden alt="a &amp; b" href=x Style=\'c\' src= ') == [
+        ("hidden", ""), ("alt", "a & b"), ("href", "x"), ("style", "c"), ("src", "")]
+    assert render("<p hidden>h</p>v")[0] == "v"
+    assert render("x<img alt>y<img alt=''>z<a href>w</a>") == ("xyzw", [])
+
+
+@pytest.mark.parametrize("html, text, links", [
+    ('x<p STYLE="DISPLAY:NONE">h</p>y', "xy", []),
+    ('x<p sTyLe="font-size:0">h</p>y', "xy", []),
+    ('<a HREF="http://a.example/">t</a>', "t", ["http://a.example/"]),
+    ('<img ALT="Pic" SRC=p.png>', "Pic", ["p.png"]),
+    # Only a name that lower-cases to a known one counts (U+017F is not "s").
+    ('x<p \u017ftyle="display:none">h</p>y', "x\nh\ny", []),
+])
+def test_attribute_names_any_case(html: str, text: str, links: list[str]) -> None:
+    assert render(html) == (text, links)

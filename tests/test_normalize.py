@@ -7,6 +7,7 @@ import random
 import pytest
 
 from milterguard.normalize import fold
+from milterguard import normalize
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -66,3 +67,32 @@ def test_idempotent_on_random_mixtures() -> None:
 def test_phrase_and_text_meet() -> None:
     phrase = fold("Cheap Viagra")
     assert phrase in fold("Get ⅽheap V\u200bіagra today")
+
+
+def test_casefold_output_is_left_alone_by_casefold() -> None:
+    # _casefold_few replaces each character by its casefold one after the
+    # other; that equals str.casefold only because no character that
+    # casefold produces is changed by casefold again.
+    for code in range(0x110000):
+        folded = chr(code).casefold()
+        assert all(c.casefold() == c for c in folded), hex(code)
+
+
+@pytest.mark.parametrize("text", [
+    "Caf\u00e9 MEETING \u00c9t\u00e9", "Stra\u00dfe GROSS", "\u0130stanbul I\u0131",
+    "\u13a0\u13a1 \uab70 Cherokee", "\u039f\u0394\u039f\u03a3 \u03a3\u03a3", "\ufb01ne \u212a", "A\udc80B",
+    "plain ascii ONLY",
+])
+def test_casefold_few_matches_casefold(text: str) -> None:
+    non_ascii = {c for c in text if not c.isascii()}
+    assert normalize._casefold_few(text, non_ascii) == text.casefold()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("call 10:00 on 3.4.", False), ("v1agra", True), ("x0", False), ("0x", False),
+    ("a0\u00e9", False), ("\u00e9a1b", True), ("a2b a6b", False), ("A1B", False), ("a\udc801b", True),
+])
+def test_digit_between_letters_prefilter(text: str, expected: bool) -> None:
+    assert normalize._digit_between_letters(text) is expected
+    if not expected:   # the prefilter only skips what the regex would not change
+        assert normalize._DIGIT_IN_WORD.sub(normalize._digits, text) == text

@@ -290,3 +290,39 @@ def test_set_body_keeps_header_views_and_recomputes_body_views():
     assert v.texts("header:Subject") == ["café"]
     assert v.texts("body") == MessageViews(headers, b"hello body\r\n").texts("body")
     assert v.texts("body:raw") == ["hello body\r\n"]
+
+
+@pytest.mark.parametrize("text, urls", [
+    ("Visit WWW.Example.com/x or HTTPS://Site.example/\u00c9 now",
+     ["WWW.Example.com/x", "HTTPS://Site.example/\u00c9"]),
+    ("Kelvin \u212a http://a.example \u00c9WWW.b.example caf\u00e9", ["http://a.example"]),
+    ("\u03a3 ftp://f.example/\u03a3\u03a3 xwww.no.example www.yes.example", ["ftp://f.example/\u03a3\u03a3", "www.yes.example"]),
+    # U+0130 lowers to two characters; text_urls keeps str.lower's positions there.
+    ("\u0130\u0130 http://c.example/x", ["tp://c.example/x"]),
+    ("bad \udc80 http://d.example", ["http://d.example"]),
+])
+def test_text_urls_on_non_ascii_text(text: str, urls: list[str]) -> None:
+    assert views_mod.text_urls(text) == urls
+
+
+def test_searchable_lower_only_differs_from_lower_off_ascii() -> None:
+    text = "Caf\u00c9 WWW.X HTTP:// \u03a3\u00c4"
+    low = views_mod._searchable_lower(text)
+    assert len(low) == len(text.lower())
+    for mine, real in zip(low, text.lower()):
+        assert mine == real or (not mine.isascii() and mine.lower() == real)
+
+
+def test_message_content_fields_come_from_the_header_index() -> None:
+    headers = [("Received", "x"), ("CONTENT-TYPE", "text/html; charset=utf-8"),
+               ("Content-Transfer-Encoding", "base64"), ("content-type", "text/plain"),
+               ("Contentious", "no"), ("Content-Disposition", "inline")]
+    body = b"PGI+aGk8L2I+\r\n"
+    views = MessageViews(headers, body)
+    assert views.texts("body") == ["hi"]           # no header index: the plain pass
+    views = MessageViews(headers, b"")
+    assert views.texts("header:received") == ["x"]  # end of headers builds the index
+    views.set_body(body)
+    assert views._message_content_fields() == views_mod._content_fields(headers)
+    assert views.texts("body") == ["hi"]
+    assert views.texts("mime-types") == ["text/html"]
