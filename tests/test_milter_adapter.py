@@ -69,56 +69,52 @@ def _milter(protocol: int):  # type: ignore[no-untyped-def]
     return milter, Milter
 
 
+class _BrokenHeaders:
+    """A session whose header stage fails; it records what else is called."""
+
+    client = type("C", (), {"addr": "192.0.2.1"})()
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def header(self, name, value):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    def eoh(self, macros):  # type: ignore[no-untyped-def]
+        from milterguard.verdict import Verdict
+
+        self.calls.append("eoh")
+        return Verdict(stage="eoh")
+
+    def abort(self):  # type: ignore[no-untyped-def]
+        self.calls.append("abort")
+
+
 def test_no_reply_header_is_not_answered_and_its_error_surfaces_at_end_of_headers():
     milter, Milter = _milter(protocol=0x80)   # SMFIP_NR_HDR
-
-    class Broken:
-        client = type("C", (), {"addr": "192.0.2.1"})()
-
-        def header(self, name, value):  # type: ignore[no-untyped-def]
-            raise RuntimeError("boom")
-
-        def eoh(self, macros):  # type: ignore[no-untyped-def]
-            raise AssertionError("not reached: the header error answers first")
-
-    milter.session = Broken()
+    milter.session = _BrokenHeaders()
     assert milter.header("Subject", "x") == Milter.NOREPLY
     assert milter.eoh() == Milter.TEMPFAIL
+    assert milter.session.calls == []   # the header error answered first
     assert milter._ctx.replies[0][0] == "451"
     assert "boom" not in milter._ctx.replies[0][2]
 
 
 def test_answered_header_keeps_the_normal_error_path():
     milter, Milter = _milter(protocol=0)
-
-    class Broken:
-        client = type("C", (), {"addr": "192.0.2.1"})()
-
-        def header(self, name, value):  # type: ignore[no-untyped-def]
-            raise RuntimeError("boom")
-
-    milter.session = Broken()
+    milter.session = _BrokenHeaders()
     assert milter.header("Subject", "x") == Milter.TEMPFAIL
     assert milter._silent_error is False
 
 
 def test_abort_forgets_a_silent_error():
     milter, Milter = _milter(protocol=0x80)
-
-    class Session:
-        client = type("C", (), {"addr": "192.0.2.1"})()
-
-        def header(self, name, value):  # type: ignore[no-untyped-def]
-            raise RuntimeError("boom")
-
-        def abort(self):  # type: ignore[no-untyped-def]
-            pass
-
-    milter.session = Session()
+    milter.session = _BrokenHeaders()
     milter.header("Subject", "x")
     assert milter._silent_error
     milter.abort()
     assert not milter._silent_error
+    assert milter.eoh() == Milter.CONTINUE and milter.session.calls == ["abort", "eoh"]
 
 
 def test_unanswered_connect_holds_a_final_verdict_for_the_first_rcpt():
