@@ -196,8 +196,15 @@ class TargetMatcher:
 
     def search(self, texts: Iterable[str]) -> list[Match]:
         """Matches in any of the texts; one per (rule, phrase or pattern)."""
+        # Most targets have only phrases or only patterns, and most texts
+        # match nothing: skip what is empty, build the dict only for hits.
+        phrases = self.phrases if self.phrases.owners else None
+        regexes = self.regexes if self.regexes.patterns else None
         seen: dict[tuple[str, str], Match] = {}
         for text in texts:
-            for m in self.phrases.search(text) + self.regexes.search(text):
+            found = phrases.search(text) if phrases else []
+            if regexes:
+                found += regexes.search(text)
+            for m in found:
                 seen.setdefault((m.rule_id, m.phrase), m)
-        return list(seen.values())
+        return list(seen.values()) if seen else []

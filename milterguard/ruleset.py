@@ -314,8 +314,11 @@ class RuleSet:
         matcher = self.matchers.get(target)
         if not matcher:
             return []
+        matches = matcher.search(texts)
+        if not matches:
+            return []
         by_rule: dict[str, list[Match]] = {}
-        for m in matcher.search(texts):
+        for m in matches:
             by_rule.setdefault(m.rule_id, []).append(m)
         out = []
         for rule_id, matches in by_rule.items():
