@@ -62,3 +62,27 @@ def test_tokens_on_ascii_and_unicode_text_agree_with_the_unicode_tokenizer():
         if "\x1c" in text:
             text = " ".join(text.split())   # folded text never holds \x1c-\x1f
         assert tokens(text) == unicode_tokens.findall(text)
+
+
+def test_literal_lead_counts_only_a_fixed_prefix():
+    from milterguard.matcher import literal_lead
+
+    assert literal_lead(r"display\s*:\s*none") == 7
+    assert literal_lead(r"XJS\*C4J") == 7
+    assert literal_lead(r"abc*d") == 2          # the c is quantified
+    assert literal_lead(r"\bviagra") == 0
+    assert literal_lead(r"^\d{1,3}") == 0
+    assert literal_lead(r"!\s*!") == 0
+
+
+def test_literal_led_patterns_run_alone_and_matches_keep_rule_order():
+    def c(p: str) -> "regex.Pattern[str]":
+        return regex.compile(p, regex.I)
+
+    m = RegexMatcher([("first", c(r"\bfree\b")), ("second", c(r"display\s*:\s*none")),
+                      ("third", c(r"\bmoney\b")), ("fourth", c(r"visibility\s*:\s*hidden"))])
+    assert [r for r, _ in m.solo] == ["second", "fourth"]
+    assert [r for r, _ in m.grouped] == ["first", "third"]
+    text = "visibility: hidden; display:none; free money"
+    assert [x.rule_id for x in m.search(text)] == ["first", "second", "third", "fourth"]
+    assert m.search("nothing to see") == []
