@@ -213,8 +213,6 @@ class _Renderer:
     def _close_to(self, tag: str, scope: frozenset[str] = frozenset()) -> bool:
         """Pop the stack down to and including the innermost ``tag``."""
         stack = self.stack
-        # Two C-speed membership tests settle the common case (a <p> or
-        # <li> start when none is open) without a Python-level loop.
         for i in range(len(stack) - 1, -1, -1):
             name = stack[i][0]
             if name == tag:
@@ -266,9 +264,7 @@ class _Renderer:
                     self.links.append(href.strip())
         if not hidden:
             if flags & _F_BLOCK:
-                out = self.out
-                if out and out[-1] != "\n":
-                    out.append("\n")
+                self._newline()
             elif flags & _F_CELL:
                 self.out.append(" ")
             elif tag == "img" and alt:
@@ -283,24 +279,9 @@ class _Renderer:
             del stack[1000:1500]
 
     def end(self, tag: str) -> None:
+        # feed() itself pops the common case: an ordinary tag closing the
+        # innermost element.
         stack = self.stack
-        if stack and stack[-1][0] == tag:
-            # The end tag closes the innermost element (well-formed markup):
-            # what _close_to would do, without its search. Void elements are
-            # never on the stack, so this is never one.
-            hidden = stack.pop()[1]
-            if tag not in _SPECIAL:
-                return
-            if tag == "pre" and self.pre_depth:
-                self.pre_depth -= 1
-            if not hidden:
-                if tag in _BLOCK:
-                    out = self.out
-                    if out and out[-1] != "\n":
-                        out.append("\n")
-                elif tag in _CELL:
-                    self.out.append(" ")
-            return
         hidden = bool(stack) and stack[-1][1]
         if tag in _VOID:
             if tag == "br" and not hidden:
