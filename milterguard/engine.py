@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from milterguard.config import Config, load_config
@@ -45,10 +45,6 @@ class Policy:
     reject_reply: Reply
     subject_prefix: str
     on_internal_error: str
-    #: (target, header name) of every header target ("" for the targets on
-    #: all headers), so that a message without that header skips the
-    #: target without decoding anything.
-    header_targets: list[tuple[str, str]] = field(default_factory=list)
     #: Connect and HELO only ever answer "continue": their rejects wait for
     #: the first RCPT and no client or HELO rule accepts or discards. The
     #: adapter may then tell the MTA not to wait for those two answers.
@@ -106,8 +102,6 @@ class Policy:
                    reject_reply=reject_reply,
                    subject_prefix=str(msg.get("subject_prefix", "")),
                    on_internal_error=on_error,
-                   header_targets=[(t, t.split(":")[1] if t.startswith("header:") else "")
-                                   for t in ruleset.header_targets],
                    quiet_connect=_connect_always_continues(delay, ruleset))
 
     @property
@@ -184,28 +178,18 @@ class Engine:
         """Header rules ("headers", at end of headers) or body rules ("body", at end of message)."""
         rs = policy.ruleset
         out: list[Finding] = []
-        if part != "headers":
-            for target in rs.body_targets:
-                out += self._target_findings(rs, target, views.texts(target))
-            return out
-        count = views.header_count
-        for target, name in policy.header_targets:
-            # Most header targets name headers a message lacks: skip them
-            # before anything is decoded.
-            if not name or count(name):
-                out += self._target_findings(rs, target, views.texts(target))
-        for rule in rs.presence:
-            found = rule.presence_hit(count)
-            if found:
-                out.append(rule_finding(rule, f"{found[0]} count={found[1]}"))
+        # A target on a header the message lacks has no texts (most do not,
+        # and views decode nothing for them).
+        for target in rs.header_targets if part == "headers" else rs.body_targets:
+            texts = views.texts(target)
+            if texts:
+                out += self.rule_findings(policy, target, texts)
+        if part == "headers":
+            for rule in rs.presence:
+                found = rule.presence_hit(views.header_count)
+                if found:
+                    out.append(rule_finding(rule, f"{found[0]} count={found[1]}"))
         return out
-
-    @staticmethod
-    def _target_findings(rs: RuleSet, target: str, texts: list[str]) -> list[Finding]:
-        if not texts:
-            return []
-        rules = rs.rules
-        return [rule_finding(rules[m.rule_id], m.excerpt) for m in rs.match(target, texts)]
 
     def compound_findings(self, policy: Policy, findings: list[Finding]) -> list[Finding]:
         hit = {f.rule_id for f in findings}
