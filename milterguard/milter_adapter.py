@@ -110,22 +110,31 @@ class MilterguardMilter(Milter.Base):
             return Milter.TEMPFAIL
         return Milter.CONTINUE
 
-    def _guard(self, stage: str, call: Callable[..., Verdict], *args: Any) -> int:
-        """Answer ``call(*args)``'s verdict; an exception gets the fallback."""
+    def _timed(self, stage: str, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)``, its latency counted when metrics are on; an
+        exception is logged (never answered with its text) and gives None."""
         metrics = self.engine.metrics
         started = time.perf_counter() if metrics is not None else 0.0
         try:
-            if self._silent_error:
-                self._silent_error = False
-                return self._internal_error()
-            return self._answer(call(*args))
+            return call(*args)
         except Exception:
             log.exception("event=internal-error stage=%s client=%s", stage,
                           self.session.client.addr or "-")
-            return self._internal_error()
+            return None
         finally:
             if metrics is not None:
                 metrics.stage_latency(stage, time.perf_counter() - started)
+
+    def _guard(self, stage: str, call: Callable[..., Verdict], *args: Any) -> int:
+        """Answer ``call(*args)``'s verdict; an exception gets the fallback."""
+        answer = self._timed(stage, self._answered, call, args)
+        return self._internal_error() if answer is None else answer
+
+    def _answered(self, call: Callable[..., Verdict], args: tuple[Any, ...]) -> int:
+        if self._silent_error:
+            self._silent_error = False
+            return self._internal_error()
+        return self._answer(call(*args))
 
     def _quiet(self, stage: str, flag: int, call: Callable[..., Verdict], *args: Any) -> int:
         """A stage that always continues; unanswered when negotiated so.
@@ -136,19 +145,11 @@ class MilterguardMilter(Milter.Base):
         """
         if not self._protocol & flag:
             return self._guard(stage, call, *args)
-        metrics = self.engine.metrics
-        started = time.perf_counter() if metrics is not None else 0.0
-        try:
-            verdict = call(*args)
-            if verdict.final:
-                self.session.hold(verdict)
-        except Exception:
-            log.exception("event=internal-error stage=%s client=%s", stage,
-                          self.session.client.addr or "-")
+        verdict = self._timed(stage, call, *args)
+        if verdict is None:
             self._silent_error = True
-        finally:
-            if metrics is not None:
-                metrics.stage_latency(stage, time.perf_counter() - started)
+        elif verdict.final:
+            self.session.hold(verdict)
         return Milter.NOREPLY
 
     # -- callbacks, in SMTP order --------------------------------------------
