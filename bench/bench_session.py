@@ -20,6 +20,7 @@ import pstats
 import sys
 import tempfile
 import time
+from typing import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -43,20 +44,35 @@ def split_message(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
     return parsed.milter_headers(), parsed.body
 
 
-def run_one(engine: Engine, headers: list[tuple[str, str]], body: bytes) -> None:
+def _no_tick(stage: str) -> None:
+    pass
+
+
+def run_one(engine: Engine, headers: list[tuple[str, str]], body: bytes,
+            tick: Callable[[str], None] = _no_tick) -> None:
+    """One conversation as the adapter would feed it; ``tick(stage)`` after
+    each stage (bench_stages.py times them)."""
     s = Session(engine)
     s.connect("client.example.com", "192.0.2.9", 40000)
+    tick("connect")
     s.helo("client.example.com")
+    tick("helo")
     s.mail("sender@example.com", {"i": "4F1A2B3C"})
+    tick("mail")
     s.rcpt("rcpt@example.net")
+    tick("rcpt")
     s.data()
     for name, value in headers:
         s.header(name, value)
+    tick("headers")
     s.eoh()
+    tick("eoh")
     for i in range(0, len(body), 65535):
         s.body(body[i:i + 65535])
     s.eom()
+    tick("eom")
     s.close()
+    tick("close")
 
 
 def main() -> int:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,11 +45,13 @@ def measure(messages: int, repeats: int) -> dict[str, float]:
     """Best microseconds per stage in this process (the checkout on sys.path)."""
     import logging
 
-    from bench_postfix import MESSAGE
-    from bench_session import CONFIG, split_message
+    # The package first: bench_session puts this checkout on sys.path, and
+    # with --against the package must stay the other checkout's.
     from milterguard.config import load_config
     from milterguard.engine import Engine
-    from milterguard.session import Session
+    sys.path.insert(0, HERE)
+    from bench_postfix import MESSAGE
+    from bench_session import CONFIG, run_one, split_message
 
     logging.basicConfig(level=logging.WARNING)
     headers, body = split_message(MESSAGE.encode())
@@ -61,40 +62,26 @@ def measure(messages: int, repeats: int) -> dict[str, float]:
             fh.write(CONFIG)
         engine = Engine.from_config(load_config(path, tmp), with_store=False)
         clock = time.perf_counter_ns
+        acc = dict.fromkeys(STAGES, 0)
+        last = [0]
 
-        def one(acc: dict[str, int]) -> None:
-            t0 = clock()
-            s = Session(engine)
-            s.connect("client.example.net", "192.0.2.9", 40000, {"j": "mx.example.org"})
-            t1 = clock()
-            s.helo("client.example.net")
-            t2 = clock()
-            s.mail("alice@example.com", {"i": "4F1A2B3C"})
-            t3 = clock()
-            s.rcpt("bob@example.org")
-            t4 = clock()
-            s.data()
-            for name, value in headers:
-                s.header(name, value)
-            t5 = clock()
-            s.eoh()
-            t6 = clock()
-            s.body(body)
-            s.eom()
-            t7 = clock()
-            s.close()
-            t8 = clock()
-            for stage, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5, t6, t7), (t1, t2, t3, t4, t5, t6, t7, t8)):
-                acc[stage] += b - a
+        def tick(stage: str) -> None:
+            now = clock()
+            acc[stage] += now - last[0]
+            last[0] = now
+
+        def one() -> None:
+            last[0] = clock()
+            run_one(engine, headers, body, tick)
 
         try:
             for _ in range(max(1, messages // 10)):   # warm caches and lazy compiles
-                one(dict.fromkeys(STAGES, 0))
+                one()
             best = dict.fromkeys(STAGES, float("inf"))
             for _ in range(repeats):
-                acc = dict.fromkeys(STAGES, 0)
+                acc.update(dict.fromkeys(STAGES, 0))
                 for _ in range(messages):
-                    one(acc)
+                    one()
                 for stage in STAGES:
                     best[stage] = min(best[stage], acc[stage] / messages / 1000)
         finally:
@@ -103,9 +90,10 @@ def measure(messages: int, repeats: int) -> dict[str, float]:
 
 
 def run_in(tree: str, messages: int, repeats: int) -> dict[str, float]:
-    """measure() in a subprocess that imports the package from ``tree``."""
+    """measure() in a subprocess that imports the package from ``tree``
+    (this script and its bench helpers stay ours, so any revision works)."""
     env = dict(os.environ, PYTHONPATH=tree)
-    out = subprocess.run([sys.executable, os.path.join(tree, "bench", "bench_stages.py"),
+    out = subprocess.run([sys.executable, os.path.abspath(__file__),
                           "--child", "--messages", str(messages), "--repeats", str(repeats)],
                          env=env, cwd=tree, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -125,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "bench")]
+        sys.path.insert(0, os.getcwd())   # the checkout being measured
         print(json.dumps(measure(args.messages, args.repeats)))
         return 0
     if not args.against:
-        sys.path[:0] = [ROOT, HERE]
+        sys.path.insert(0, ROOT)
         show("B", measure(args.messages, args.repeats))
         return 0
 
@@ -140,9 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", worktree, other],
                        check=True, capture_output=True)
         other = worktree
-    if not os.path.exists(os.path.join(other, "bench", "bench_stages.py")):
-        # An older revision without this script: run ours against its package.
-        shutil.copy(os.path.abspath(__file__), os.path.join(other, "bench", "bench_stages.py"))
     try:
         best = {"A": dict.fromkeys(STAGES, float("inf")), "B": dict.fromkeys(STAGES, float("inf"))}
         for _ in range(args.rounds):
