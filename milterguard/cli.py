@@ -38,6 +38,23 @@ can be built from it.
 """
 
 
+def add_config_arguments(parser: argparse.ArgumentParser, state_dir: bool = True,
+                         quiet: bool = False) -> None:
+    """``-c/--config`` and ``--state-dir``, the same for every command.
+
+    ``quiet``: repeated on a sub-sub-command (``bans sync -c FILE``) without
+    help text and without overriding a value given before the action.
+    """
+    extra = {"default": argparse.SUPPRESS} if quiet else {}
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help=None if quiet else "site config (YAML) over the built-in defaults",
+                        **extra)
+    if state_dir:
+        parser.add_argument("--state-dir", metavar="DIR",
+                            help=None if quiet else "state directory (holds the database; "
+                            "default from the config: /var/lib/milterguard)", **extra)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only``, just that sub-command's module is imported,
     so one command's start-up never pays for (or breaks on) the others."""

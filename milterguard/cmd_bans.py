@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable
 
 from milterguard import db
+from milterguard.cli import add_config_arguments
 from milterguard.bans import BanEngine, BanPolicy
 from milterguard.config import load_config
 from milterguard.errors import MilterguardError
@@ -30,8 +31,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("bans", help="ageing bans: sync, list, add, remove",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", metavar="FILE", help="site config (YAML)")
-    p.add_argument("--state-dir", metavar="DIR", help="state directory (holds the database)")
+    add_config_arguments(p)
     sub = p.add_subparsers(dest="bans_command", metavar="ACTION")
 
     s = sub.add_parser("sync", help="ban by policy, then write the exporters")
@@ -57,8 +57,7 @@ def add_parser(subparsers: Any) -> None:
     r.add_argument("--reason", required=True)
 
     for sp in (s, ls, a, r):
-        sp.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS)
-        sp.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS)
+        add_config_arguments(sp, quiet=True)
     p.set_defaults(func=run, _bans_parser=p)
 
 

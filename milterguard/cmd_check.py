@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from milterguard.cli import add_config_arguments
 from milterguard.config import load_config
 from milterguard.errors import ConfigError, ConfigErrors
 
@@ -20,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("check", help="validate config and rule files",
                               description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", metavar="FILE", help="site config (YAML)")
+    add_config_arguments(p, state_dir=False)
     p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     p.add_argument("--strict", action="store_true",
                    help="lint warnings (shadowed rules, risky patterns, ...) fail the check too")

@@ -18,6 +18,7 @@ import json
 import sys
 from typing import Any
 
+from milterguard.cli import add_config_arguments
 from milterguard.config import load_config
 from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
 from milterguard.replay import Envelope, parse_message
@@ -44,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("message", metavar="FILE.eml", help="message file (headers and body)")
-    p.add_argument("-c", "--config", metavar="FILE", help="site config (YAML)")
+    add_config_arguments(p, state_dir=False)
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.add_argument("--chars", type=int, default=SHOW_CHARS, metavar="N",
                    help=f"characters of each view text shown (default {SHOW_CHARS}; 0 = all)")

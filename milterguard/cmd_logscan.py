@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from milterguard import db
+from milterguard.cli import add_config_arguments
 from milterguard.config import load_config
 from milterguard.logscan import LogScanner
 
@@ -19,8 +20,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("logscan", help="record Postfix and firewall rejects as hits",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", metavar="FILE", help="site config (YAML)")
-    p.add_argument("--state-dir", metavar="DIR", help="state directory (holds the database)")
+    add_config_arguments(p)
     p.add_argument("--log", metavar="FILE", action="append",
                    help="log file to read (repeatable; default: logscan.files in the config)")
     p.add_argument("--json", action="store_true", help="print a summary as JSON")

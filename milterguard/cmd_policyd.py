@@ -17,6 +17,7 @@ import sys
 import threading
 from typing import Any
 
+from milterguard.cli import add_config_arguments
 from milterguard.config import load_config
 from milterguard.errors import MilterguardError
 from milterguard.greylist import Greylist
@@ -32,9 +33,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--listen", metavar="HOST:PORT",
                         help="address to listen on (default: greylist.policyd_listen,"
                              " 127.0.0.1:60000)")
-    parser.add_argument("-c", "--config", metavar="FILE", help="site configuration file")
-    parser.add_argument("--state-dir", metavar="DIR",
-                        help="state directory (holds the database)")
+    add_config_arguments(parser)
     parser.add_argument("--log-level", default=None,
                         choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=run)

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from milterguard.cli import add_config_arguments
 from milterguard.config import load_config
 from milterguard.errors import ConfigErrors
 from milterguard.logsetup import setup_logging
@@ -29,9 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("run", help="run the milter daemon",
                               description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", metavar="FILE", help="site config (YAML) over the built-in defaults")
+    add_config_arguments(p)
     p.add_argument("--socket", metavar="SPEC", help="listen here instead of the config's socket")
-    p.add_argument("--state-dir", metavar="DIR", help="state directory (default from config: /var/lib/milterguard)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=run)
 

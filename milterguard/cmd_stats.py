@@ -14,6 +14,8 @@ import json
 import time
 from typing import Any, Callable
 
+from milterguard.cli import add_config_arguments
+
 #: Tests replace this to run the command at another time.
 clock: Callable[[], float] = time.time
 
@@ -28,8 +30,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", metavar="FILE", help="site config (YAML)")
-    p.add_argument("--state-dir", metavar="DIR", help="state directory (holds the database)")
+    add_config_arguments(p)
     p.add_argument("--since", metavar="DURATION", default="7d",
                    help="period: 90m, 12h, 3d, 2w, or 'all' (default 7d)")
     p.add_argument("--top", type=int, default=10, metavar="N",
