@@ -49,7 +49,7 @@ import subprocess  # noqa: E402
 import dns.asyncresolver  # noqa: E402
 
 from dnsfixtures import Rbldnsd, load_test_config  # noqa: E402
-from milterguard.gates import Gates  # noqa: E402
+from milterguard.gates.gateset import Gates  # noqa: E402
 from milterguard.smtpinfo import ClientInfo  # noqa: E402
 
 ZONE_NAMES = [f"bl{i}.test" for i in range(6)]
@@ -260,7 +260,7 @@ MESSAGE = (b"X-Replay-Client: %s\r\nX-Replay-Helo: mail.example.net\r\n"
 
 
 def measure_daemons(port: int, rounds: int, connections: int) -> dict[str, list[float]]:
-    from milterguard.replay import replay_message
+    from milterguard.replay.client import replay_message
     times: dict[str, list[float]] = {"one": [], "six": []}
     with tempfile.TemporaryDirectory() as one_dir, tempfile.TemporaryDirectory() as six_dir:
         daemons = {"one": start_daemon(gates_config(f"{one_dir}/c.yaml", port, ZONE_NAMES[:1]), one_dir),

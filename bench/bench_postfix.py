@@ -97,7 +97,7 @@ not ready. Caf=C3=A9 on the third floor, 10:00, as usual.</p>
 
 def milterguard_available() -> bool:
     try:
-        return importlib.util.find_spec("milterguard.cmd_run") is not None
+        return importlib.util.find_spec("milterguard.cli.run") is not None
     except ImportError:
         return False
 
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     if args.milterguard and not milterguard_available():
-        print("note: milterguard.cmd_run not found; benching without milterguard")
+        print("note: milterguard.cli.run not found; benching without milterguard")
         args.milterguard = False
 
     workdir = tempfile.mkdtemp(prefix="mg-bench-")

@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from milterguard import replay  # noqa: E402
+from milterguard.replay import client as replay  # noqa: E402
 
 MESSAGE = (b"X-Replay-Client: 192.0.2.7 mail.example.com\n"
            b"From: a@example.org\nTo: b@example.net\nSubject: bench\n"

@@ -34,8 +34,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from milterguard.normalize import fold  # noqa: E402
-from milterguard.ruleset import load_ruleset  # noqa: E402
+from milterguard.content.fold import fold  # noqa: E402
+from milterguard.ruleset.rules import load_ruleset  # noqa: E402
 
 SIZES = (10, 1000, 10000)
 SEED = 4

@@ -26,9 +26,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from milterguard.config import load_config  # noqa: E402
-from milterguard.engine import Engine  # noqa: E402
-from milterguard.replay import parse_message  # noqa: E402
-from milterguard.session import Session  # noqa: E402
+from milterguard.milter.engine import Engine  # noqa: E402
+from milterguard.replay.client import parse_message  # noqa: E402
+from milterguard.milter.session import Session  # noqa: E402
 
 CONFIG = """\
 rules: {shipped: true, site: [], reload_interval: 0}

@@ -48,7 +48,7 @@ def measure(messages: int, repeats: int) -> dict[str, float]:
     # The package first: bench_session puts this checkout on sys.path, and
     # with --against the package must stay the other checkout's.
     from milterguard.config import load_config
-    from milterguard.engine import Engine
+    from milterguard.milter.engine import Engine
     sys.path.insert(0, HERE)
     from bench_postfix import MESSAGE
     from bench_session import CONFIG, run_one, split_message

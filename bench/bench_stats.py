@@ -23,10 +23,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from milterguard import bans as _bans  # noqa: E402,F401  (registers the bans schema)
-from milterguard import db  # noqa: E402
-from milterguard import stats  # noqa: E402
-from milterguard.store import HIT_COLUMNS, open_db  # noqa: E402
+from milterguard.store import bans as _bans  # noqa: E402,F401  (registers the bans schema)
+from milterguard.store import db  # noqa: E402
+from milterguard.report import stats  # noqa: E402
+from milterguard.store.hits import HIT_COLUMNS, open_db  # noqa: E402
 
 KINDS = [  # (stage, rule_id, category, action, source, weight)
     ("connect", "dnsbl:zen", "dnsbl", "reject", "milter", 30),

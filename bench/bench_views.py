@@ -27,9 +27,9 @@ import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from milterguard.normalize import fold  # noqa: E402
-from milterguard.replay import parse_message  # noqa: E402
-from milterguard.views import TARGETS, MessageViews  # noqa: E402
+from milterguard.content.fold import fold  # noqa: E402
+from milterguard.replay.client import parse_message  # noqa: E402
+from milterguard.content.views import TARGETS, MessageViews  # noqa: E402
 
 
 def split_message(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:

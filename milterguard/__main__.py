@@ -1,3 +1,3 @@
-from milterguard.cli import main
+from milterguard.cli.main import main
 
 raise SystemExit(main())

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from milterguard.bans import BanEngine, BanPolicy
+from milterguard.store.bans import BanEngine, BanPolicy
 from milterguard.config import load_config
 from milterguard.errors import MilterguardError
-from milterguard.store import insert_hits, open_db
+from milterguard.store.hits import insert_hits, open_db
 from milterguard.verdict import Action, Hit
 
 SITE = """

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from dnsfixtures import BlackHole, DnsAuthority, Rbldnsd, load_test_config
-from milterguard.dnsbl import CLEAN, LISTED, SUSPENDED, UNKNOWN, DnsblChecker
-from milterguard.dnsquery import DnsQuery, ResolverSettings
+from milterguard.gates.dnsbl import CLEAN, LISTED, SUSPENDED, UNKNOWN, DnsblChecker
+from milterguard.gates.dns import DnsQuery, ResolverSettings
 from milterguard.errors import ConfigError
-from milterguard.gates import Gates
+from milterguard.gates.gateset import Gates
 from milterguard.smtpinfo import ClientInfo
 from milterguard.verdict import Action
 

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 from milterguard.config import load_config
-from milterguard.engine import Engine, Policy
+from milterguard.milter.engine import Engine, Policy
 
 
 def make(tmp_path, rules_text):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dnsfixtures import DnsAuthority
-from milterguard.dnsquery import DnsQuery, ResolverSettings
-from milterguard.envelope_checks import (DOMAIN_NONE, DOMAIN_NULL_MX, DOMAIN_OK,
+from milterguard.gates.dns import DnsQuery, ResolverSettings
+from milterguard.gates.envelope import (DOMAIN_NONE, DOMAIN_NULL_MX, DOMAIN_OK,
                                          DOMAIN_UNKNOWN, EnvelopeChecks, EnvelopeSettings,
                                          domain_state, parse_address)
 from milterguard.verdict import Action

@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from milterguard.cmd_explain import explain_message, format_text
+from milterguard.cli.explain import explain_message, format_text
 from milterguard.config import load_config
-from milterguard.engine import Policy
+from milterguard.milter.engine import Policy
 
 RULES = """\
 rules:

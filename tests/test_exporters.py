@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 
-from milterguard.exporters import (ExportEntry, entries_from_bans, render_bind, render_ipset,
+from milterguard.store.exporters import (ExportEntry, entries_from_bans, render_bind, render_ipset,
                                    render_nftables, render_postfix_cidr, render_rbldnsd,
                                    run_exporters, write_atomic)
-from milterguard.bans import Ban
+from milterguard.store.bans import Ban
 
 NOW = 1_700_000_000.0
 

@@ -7,9 +7,9 @@ import threading
 import pytest
 
 from dnsfixtures import DnsAuthority, Rbldnsd, load_test_config
-from milterguard.dnsquery import NXDOMAIN, OK, UNKNOWN, DnsQuery, ResolverSettings
+from milterguard.gates.dns import NXDOMAIN, OK, UNKNOWN, DnsQuery, ResolverSettings
 from milterguard.errors import ConfigError
-from milterguard.gates import Gates
+from milterguard.gates.gateset import Gates
 from milterguard.smtpinfo import ClientInfo
 from milterguard.verdict import Action
 

@@ -9,7 +9,7 @@ import pytest
 
 from milterguard.config import load_config
 from milterguard.errors import ConfigError
-from milterguard.greylist import (Greylist, GreylistSettings, client_network,
+from milterguard.greylist.triplets import (Greylist, GreylistSettings, client_network,
                                   normalize_sender, parse_address, parse_duration,
                                   triplet_key)
 from milterguard.verdict import Action

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dnsfixtures import DnsAuthority
-from milterguard.dnsquery import DnsQuery, ResolverSettings
-from milterguard.helo_checks import HeloChecks, HeloSettings, valid_hostname
+from milterguard.gates.dns import DnsQuery, ResolverSettings
+from milterguard.gates.helo import HeloChecks, HeloSettings, valid_hostname
 from milterguard.smtpinfo import ClientInfo
 from milterguard.verdict import Action
 
@@ -148,7 +148,7 @@ def test_valid_hostname_rules():
 def test_shown_text_and_bare_ip_fast_paths_agree_with_the_slow_ones():
     import ipaddress
 
-    from milterguard.helo_checks import _is_bare_ip, shown_text
+    from milterguard.gates.helo import _is_bare_ip, shown_text
     from milterguard.verdict import clean_reply_text
     for text in ["mail.example.com", " x ", "a  b", "100%", "caf\u00e9", "a\nb", "", "\x7f"]:
         for limit in (2, 100):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from milterguard.htmltext import html_to_text, render
+from milterguard.content.htmltext import html_to_text, render
 
 
 def test_entities_and_comments() -> None:
@@ -105,7 +105,7 @@ def test_end_tag_of_hidden_innermost_element_adds_no_break() -> None:
 
 
 def test_attributes_without_value_are_empty() -> None:
-    from milterguard.htmltext import _attributes
+    from milterguard.content.htmltext import _attributes
     assert _attributes(' hidden alt="a &amp; b" href=x Style=\'c\' src= ') == [
         ("hidden", ""), ("alt", "a & b"), ("href", "x"), ("style", "c"), ("src", "")]
     assert render("<p hidden>h</p>v")[0] == "v"

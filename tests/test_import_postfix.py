@@ -8,9 +8,9 @@ import pytest
 import regex
 import yaml
 
-from milterguard.cli import main
-from milterguard.import_postfix import convert_table, translate_posix
-from milterguard.ruleset import load_rule_file
+from milterguard.cli.main import main
+from milterguard.ruleset.postfix_import import convert_table, translate_posix
+from milterguard.ruleset.rules import load_rule_file
 
 HEADER_TABLE = """\
 # header_checks written for this test

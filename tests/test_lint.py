@@ -9,9 +9,9 @@ import textwrap
 import pytest
 import regex
 
-from milterguard.lint import (adversarial_texts, backtracking_risks, lint, phrase_contains,
+from milterguard.ruleset.lint import (adversarial_texts, backtracking_risks, lint, phrase_contains,
                               slow_on)
-from milterguard.ruleset import Rule, load_ruleset
+from milterguard.ruleset.rules import Rule, load_ruleset
 
 
 def rules_from(tmp_path, text):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime
 import os
 
-from milterguard.logscan import LogScanner, parse_line
-from milterguard.store import open_db
+from milterguard.store.logscan import LogScanner, parse_line
+from milterguard.store.hits import open_db
 
 NOW = datetime.datetime(2024, 3, 10, 12, 0, 0).timestamp()
 

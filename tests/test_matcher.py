@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import regex
 
-from milterguard.matcher import PhraseMatcher, RegexMatcher, TargetMatcher
+from milterguard.ruleset.matcher import PhraseMatcher, RegexMatcher, TargetMatcher
 
 
 def ids(matches):
@@ -55,7 +55,7 @@ def test_target_matcher_excerpt_has_context():
 
 def test_tokens_on_ascii_and_unicode_text_agree_with_the_unicode_tokenizer():
     import re
-    from milterguard.matcher import tokens
+    from milterguard.ruleset.matcher import tokens
     unicode_tokens = re.compile(r"\w+|[^\w\s]")
     for text in ["it's 10:00, as usual.", "wire_the funds!!", "café déjà-vu", "a\x1cb",
                  "", "  ", "€5 off", "x.y@z"]:
@@ -65,7 +65,7 @@ def test_tokens_on_ascii_and_unicode_text_agree_with_the_unicode_tokenizer():
 
 
 def test_literal_lead_counts_only_a_fixed_prefix():
-    from milterguard.matcher import literal_lead
+    from milterguard.ruleset.matcher import literal_lead
 
     assert literal_lead(r"display\s*:\s*none") == 7
     assert literal_lead(r"XJS\*C4J") == 7

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from milterguard import bans as _bans  # noqa: F401
-from milterguard import metrics as mmod
+from milterguard.store import bans as _bans  # noqa: F401
+from milterguard.report import metrics as mmod
 from milterguard.errors import MilterguardError
-from milterguard.store import open_db
+from milterguard.store.hits import open_db
 from milterguard.verdict import Action, Finding, Hit
 from milterguard.yamlsrc import load_yaml_text
 

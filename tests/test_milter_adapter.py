@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from milterguard.milter_adapter import _client_address, _nodelay_on_listeners
+from milterguard.milter.adapter import _client_address, _nodelay_on_listeners
 
 
 def test_nodelay_is_set_on_listening_tcp_sockets_only():
@@ -59,7 +59,7 @@ class _Engine:
 def _milter(protocol: int):  # type: ignore[no-untyped-def]
     import Milter
 
-    from milterguard.milter_adapter import MilterguardMilter
+    from milterguard.milter.adapter import MilterguardMilter
 
     milter = MilterguardMilter.__new__(MilterguardMilter)
     milter.engine = _Engine()  # type: ignore[assignment]

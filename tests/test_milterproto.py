@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from milterguard import milterproto as mp
+from milterguard.milter import protocol as mp
 from milterguard.errors import ProtocolError
 
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from milterguard.normalize import fold
-from milterguard import normalize
+from milterguard.content.fold import fold
+from milterguard.content import fold as normalize
 
 
 @pytest.mark.parametrize("text, expected", [

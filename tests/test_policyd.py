@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from milterguard.greylist import Greylist, GreylistSettings
-from milterguard.policyd import (MAX_LINE, PolicyRequest, PolicyServer, parse_listen,
+from milterguard.greylist.triplets import Greylist, GreylistSettings
+from milterguard.greylist.policyd import (MAX_LINE, PolicyRequest, PolicyServer, parse_listen,
                                  policy_action, read_request, serve)
 
 

@@ -13,7 +13,9 @@ import time
 
 import pytest
 
-from milterguard import cli, replay
+from milterguard.cli import main as cli
+
+from milterguard.replay import client as replay
 from milterguard.errors import MilterguardError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -341,7 +343,7 @@ def test_cli_bad_expectation_names_file_and_line(milters, corpus, capsys):
 
 
 def test_progress_line_stays_off_on_pipes(capsys):
-    from milterguard.cmd_replay import _Progress
+    from milterguard.cli.replay import _Progress
     progress = _Progress(1000)        # capsys' stderr is no terminal
     progress.update(10)
     progress.close()

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from milterguard.errors import ConfigErrors
-from milterguard.ruleset import load_ruleset, parse_reply
+from milterguard.ruleset.rules import load_ruleset, parse_reply
 
 
 def write(tmp_path, name, text):

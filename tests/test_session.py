@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from milterguard.config import load_config
-from milterguard.engine import Engine, Policy
-from milterguard.session import Session
+from milterguard.milter.engine import Engine, Policy
+from milterguard.milter.session import Session
 from milterguard.verdict import Action, Finding, Reply, Verdict
 
 RULES = """\

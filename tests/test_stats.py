@@ -8,9 +8,12 @@ import sqlite3
 
 import pytest
 
-from milterguard import bans as _bans  # noqa: F401  (registers the bans schema)
-from milterguard import cli, cmd_stats, db, stats
-from milterguard.store import insert_hits, open_db
+from milterguard.store import bans as _bans  # noqa: F401  (registers the bans schema)
+from milterguard.cli import main as cli
+from milterguard.cli import stats as cmd_stats
+from milterguard.store import db
+from milterguard.report import stats
+from milterguard.store.hits import insert_hits, open_db
 from milterguard.verdict import Action, Hit
 
 NOW = 1_800_000_000.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from milterguard import db
-from milterguard.store import HitStore, count_hits, open_db, parse_duration
+from milterguard.store import db
+from milterguard.store.hits import HitStore, count_hits, open_db, parse_duration
 from milterguard.verdict import Action, Hit
 
 

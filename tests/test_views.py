@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from milterguard import views as views_mod
-from milterguard.views import MessageViews, decode_bytes, decode_header_value, url_host
+from milterguard.content import views as views_mod
+from milterguard.content.views import MessageViews, decode_bytes, decode_header_value, url_host
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "views")
 

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from milterguard.store import insert_hits, open_db
+from milterguard.store.hits import insert_hits, open_db
 from milterguard.verdict import Action, Hit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -14,9 +14,9 @@ import dns.resolver
 import pytest
 
 from milterguard.config import load_config
-from milterguard.dnsbl import DnsblChecker
-from milterguard.dnsquery import DnsQuery
-from milterguard.store import insert_hits, open_db
+from milterguard.gates.dnsbl import DnsblChecker
+from milterguard.gates.dns import DnsQuery
+from milterguard.store.hits import insert_hits, open_db
 from milterguard.verdict import Action, Hit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -132,7 +132,7 @@ dnsbl:
 
 def test_daemon_rejects_banned_address_through_its_socket(rbldnsd, milterguard_factory):
     """The whole loop: bans -> exported zone -> rbldnsd -> the running milter."""
-    from milterguard.replay import replay_message
+    from milterguard.replay.client import replay_message
 
     daemon = milterguard_factory(f"""
 dns: {{nameservers: [127.0.0.1], port: {rbldnsd}, cache: false}}

@@ -177,8 +177,8 @@ def test_no_reply_stages_only_on_unix_sockets(kind, site_config,  # type: ignore
     """DATA, header and body (and connect and HELO, whose rejects wait for
     the first RCPT) are negotiated as no-reply on a unix socket (a round trip
     less per header) and answered on TCP (pitfall 3)."""
-    from milterguard import milterproto as mp
-    from milterguard.replay import MilterClient, open_socket
+    from milterguard.milter import protocol as mp
+    from milterguard.replay.client import MilterClient, open_socket
 
     daemon = milterguard_factory(site_config, kind=kind)
     sock = open_socket(daemon.spec, 5.0)

@@ -16,9 +16,10 @@ import tempfile
 
 import pytest
 
-from milterguard import bans as _bans  # noqa: F401
-from milterguard import cli, cmd_report
-from milterguard.store import insert_hits, open_db
+from milterguard.store import bans as _bans  # noqa: F401
+from milterguard.cli import main as cli
+from milterguard.cli import report as cmd_report
+from milterguard.store.hits import insert_hits, open_db
 from milterguard.verdict import Action, Hit
 
 NOW = 1_800_000_000.0

@@ -1,0 +1,1 @@
+"""The `milterguard` command: one module per sub-command."""

@@ -1,0 +1,297 @@
+"""`milterguard explain FILE.eml`: which rule hit where, and why.
+
+Before a rule goes live an admin wants to see what it reads and what it
+matched. ``explain`` loads the config and rules exactly as ``run`` does,
+decodes the message into the views rules name, and prints each targeted
+view's text (shortened), the rules that hit in it with the matched excerpt,
+presence and compound rules, the score against the thresholds, and the
+verdict the daemon's own session logic reaches. DNSBL, HELO and envelope
+gates and greylisting are not run: they need DNS and state, and `replay`
+against a running daemon shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from typing import Any
+
+from milterguard.cli.main import add_config_arguments
+from milterguard.config import load_config
+from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
+from milterguard.replay.client import Envelope, parse_message
+from milterguard.ruleset.rules import ENVELOPE_TARGETS, Rule, RuleSet
+from milterguard.content.views import MessageViews
+
+HELP = """\
+Show how the rules see one message: every view that a rule reads (decoded
+headers, body text with HTML rendered, URLs, ...), which rules hit where
+with the matched excerpt, presence and compound rules, the score and the
+resulting verdict. X-Replay-Client, X-Replay-Helo, X-Replay-Mail-From and
+X-Replay-Rcpt-To pseudo-headers set the envelope, as for `replay`. Gates
+(DNSBL, HELO, sender domain) and greylisting are not run.
+"""
+
+#: Characters of each view text shown by default.
+SHOW_CHARS = 300
+#: Texts of one view shown (a message may have hundreds of URLs).
+SHOW_TEXTS = 5
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("explain", help="show which rules hit a message, where and why",
+                              description=HELP,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("message", metavar="FILE.eml", help="message file (headers and body)")
+    add_config_arguments(p, state_dir=False)
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    p.add_argument("--chars", type=int, default=SHOW_CHARS, metavar="N",
+                   help=f"characters of each view text shown (default {SHOW_CHARS}; 0 = all)")
+    p.add_argument("--all-views", action="store_true",
+                   help="also show views no rule reads (headers, body, urls, ...)")
+    p.set_defaults(func=explain)
+
+
+# ------------------------------------------------------------- analysis
+
+def _shorten(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    if limit and len(flat) > limit:
+        return flat[:limit] + f"... ({len(flat) - limit} more characters)"
+    return flat
+
+
+def _trusted(policy: Any, env: Envelope) -> bool:
+    if env.auth and policy.trust_authenticated:
+        return True
+    try:
+        ip = ipaddress.ip_address(env.client_addr)
+    except ValueError:
+        return not env.client_addr
+    return any(ip in net for net in policy.allow_networks)
+
+
+def _rule_info(rule: Rule) -> dict[str, Any]:
+    return {"rule": rule.id, "action": rule.action, "score": rule.score,
+            "mode": rule.mode, "category": rule.category, "where": rule.where}
+
+
+def _targets(rs: RuleSet, all_views: bool) -> list[str]:
+    """Targets in the order a message meets them: envelope, headers, body."""
+    wanted = set(rs.matchers)
+    if all_views:
+        wanted |= {"headers", "body", "html", "urls", "url-hosts", "attachment-names", "mime-types"}
+    envelope = [t for t in ENVELOPE_TARGETS if t in wanted]
+    headers = sorted(t for t in wanted if t.startswith("header"))
+    rest = sorted(t for t in wanted if t not in envelope and t not in headers)
+    return envelope + headers + rest
+
+
+def _session_verdict(policy: Any, env: Envelope, headers: list[tuple[str, str]],
+                     body: bytes) -> dict[str, Any]:
+    """Drive the daemon's own Session (no gates, no greylist, no store)."""
+    from milterguard.milter.engine import Engine
+    from milterguard.milter.session import Session
+
+    session = Session(Engine(policy))
+    macros = {"{auth_authen}": env.auth} if env.auth else {}
+    out: dict[str, Any] = {"stage": "", "action": "accept", "reply": "", "rejected_recipients": []}
+
+    def final(verdict: Any) -> bool:
+        if verdict.final:
+            out.update(stage=verdict.stage, action=verdict.action.value,
+                       reply=str(verdict.reply) if verdict.reply else "")
+        return bool(verdict.final)
+
+    if final(session.connect(env.client_name, env.client_addr, 0, dict(env.macros))):
+        return out
+    if final(session.helo(env.helo)):
+        return out
+    if final(session.mail(env.sender or "", macros)):
+        return out
+    accepted = []
+    for rcpt in env.recipients:
+        verdict = session.rcpt(rcpt)
+        if verdict.final:
+            out["rejected_recipients"].append({"rcpt": rcpt, "action": verdict.action.value,
+                                               "reply": str(verdict.reply or "")})
+        else:
+            accepted.append(rcpt)
+    if not accepted:
+        first = out["rejected_recipients"][0] if out["rejected_recipients"] else {}
+        out.update(stage="rcpt", action=first.get("action", "reject"), reply=first.get("reply", ""))
+        return out
+    session.data({})
+    for name, value in headers:
+        session.header(name, value)
+    if final(session.eoh({})):
+        return out
+    session.body(body)
+    result = session.eom({})
+    out["score"] = session.msg.score if session.msg is not None else None
+    if not final(result.verdict):
+        out["stage"] = "eom"
+        out["action"] = result.verdict.action.value if result.verdict.action.value != "continue" else "accept"
+        if result.quarantine:
+            out["action"] = "quarantine"
+    out["added_headers"] = [f"{n}: {v}" for n, v in result.add_headers]
+    return out
+
+
+def explain_message(policy: Any, raw: bytes, chars: int = SHOW_CHARS,
+                    all_views: bool = False) -> dict[str, Any]:
+    """Everything `explain` shows, as plain data (the --json output)."""
+    parsed = parse_message(raw)
+    env = parsed.envelope
+    headers = parsed.milter_headers()
+    views = MessageViews(headers, parsed.body, policy.max_scan_bytes)
+    rs: RuleSet = policy.ruleset
+    trusted = _trusted(policy, env)
+    envelope_texts = {"client": [env.client_addr, env.client_name], "helo": [env.helo],
+                      "mail": [env.sender or ""]}
+
+    hit_rules: dict[str, Rule] = {}
+    view_out = []
+    for target in _targets(rs, all_views):
+        entry: dict[str, Any] = {"target": target, "hits": []}
+        if target in ENVELOPE_TARGETS:
+            groups = ([[r] for r in env.recipients] if target == "rcpt"
+                      else [envelope_texts[target]])
+            texts = [t for g in groups for t in g]
+            if trusted:
+                entry["skipped"] = "trusted client: envelope rules are not run"
+                groups = []
+        else:
+            texts = views.texts(target)
+            groups = [texts]
+        entry["text_count"] = len(texts)
+        entry["texts"] = [_shorten(t, chars) for t in texts[:SHOW_TEXTS]]
+        for group in groups:
+            for m in rs.match(target, group):
+                rule = rs.rules[m.rule_id]
+                hit_rules.setdefault(rule.id, rule)
+                entry["hits"].append({**_rule_info(rule), "phrase": m.phrase,
+                                      "excerpt": " ".join(m.excerpt.split())})
+        view_out.append(entry)
+
+    presence = []
+    for rule in rs.presence:
+        found = rule.presence_hit(views.header_count)
+        if found:
+            hit_rules.setdefault(rule.id, rule)
+            presence.append({**_rule_info(rule), "header": found[0], "count": found[1]})
+
+    compound = []
+    hit_ids = set(hit_rules)
+    for rule in rs.compounds:
+        if not rule.compound_hit(hit_ids):
+            continue
+        hit_rules.setdefault(rule.id, rule)
+        compound.append({**_rule_info(rule), "all": list(rule.all_of),
+                         "any": list(rule.any_of), "none": list(rule.none_of)})
+
+    # Each rule counts once, however many views it hit in (as in the session).
+    score = sum(r.score for r in hit_rules.values() if r.action == "score" and not r.observe)
+    by_score = ("reject" if score >= policy.reject_score else
+                "tag" if score >= policy.tag_score else "none")
+    return {
+        "envelope": {"client_addr": env.client_addr, "client_name": env.client_name,
+                     "helo": env.helo, "mail_from": env.sender, "rcpt_to": env.recipients,
+                     "auth": env.auth, "trusted": trusted},
+        "views": view_out,
+        "presence": presence,
+        "compound": compound,
+        "score": score,
+        "tag_score": policy.tag_score,
+        "reject_score": policy.reject_score,
+        "score_action": by_score,
+        "rules_hit": sorted(hit_rules),
+        "defects": list(views.defects),
+        "verdict": _session_verdict(policy, env, headers, parsed.body),
+    }
+
+
+# ---------------------------------------------------------------- output
+
+def _hit_line(hit: dict[str, Any]) -> str:
+    what = f"score {hit['score']:g}" if hit["action"] == "score" else hit["action"]
+    if hit["mode"] == "observe":
+        what += ", observe only"
+    return f"  HIT {hit['rule']} ({what}; {hit['where']})"
+
+
+def format_text(report: dict[str, Any], name: str) -> str:
+    env = report["envelope"]
+    lines = [f"message: {name}",
+             f"envelope: client={env['client_addr']} ({env['client_name']}) helo={env['helo']} "
+             f"from=<{env['mail_from']}> to={','.join('<' + r + '>' for r in env['rcpt_to'])}"
+             + ("  [trusted: envelope rules skipped]" if env["trusted"] else ""),
+             "note: DNSBL/HELO/sender-domain gates and greylisting are not run by explain"]
+    for view in report["views"]:
+        lines.append("")
+        lines.append(f"== {view['target']} ({view['text_count']} text"
+                     f"{'' if view['text_count'] == 1 else 's'})")
+        if "skipped" in view:
+            lines.append(f"  ({view['skipped']})")
+        for text in view["texts"]:
+            lines.append(f"  | {text}")
+        if view["text_count"] > len(view["texts"]):
+            lines.append(f"  | ... and {view['text_count'] - len(view['texts'])} more")
+        for hit in view["hits"]:
+            lines.append(_hit_line(hit))
+            lines.append(f"      matched {hit['phrase']!r} in: {hit['excerpt']}")
+        if not view["hits"] and "skipped" not in view:
+            lines.append("  (no rule hit)")
+    if report["presence"]:
+        lines += ["", "== header presence"]
+        for hit in report["presence"]:
+            lines.append(_hit_line(hit))
+            lines.append(f"      {hit['header']} occurs {hit['count']} time(s)")
+    if report["compound"]:
+        lines += ["", "== compound rules"]
+        for hit in report["compound"]:
+            lines.append(_hit_line(hit))
+            parts = [f"{k}: {','.join(hit[k])}" for k in ("all", "any", "none") if hit[k]]
+            lines.append("      " + "; ".join(parts))
+    if report["defects"]:
+        lines += ["", "decoding defects: " + "; ".join(report["defects"])]
+    verdict = report["verdict"]
+    lines += ["",
+              f"score: {report['score']:g} (tag at {report['tag_score']:g}, reject at "
+              f"{report['reject_score']:g}) -> {report['score_action']}",
+              f"rules hit: {', '.join(report['rules_hit']) or '-'}"]
+    for rej in verdict["rejected_recipients"]:
+        lines.append(f"recipient <{rej['rcpt']}>: {rej['action']} {rej['reply']}")
+    lines.append(f"verdict: {verdict['action']} at {verdict['stage'] or '-'}"
+                 + (f": {verdict['reply']}" if verdict["reply"] else ""))
+    for header in verdict.get("added_headers", []):
+        lines.append(f"  adds {header}")
+    return "\n".join(lines)
+
+
+def explain(args: argparse.Namespace) -> int:
+    from milterguard.milter.engine import Policy
+    try:
+        config = load_config(args.config)
+        policy = Policy.from_config(config)
+    except ConfigErrors as exc:
+        for err in exc.errors:
+            print(err, file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        with open(args.message, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise MilterguardError(f"cannot read {args.message}: {exc.strerror}") from exc
+    report = explain_message(policy, raw, max(0, args.chars), args.all_views)
+    if args.json:
+        report["file"] = args.message
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+    else:
+        print(format_text(report, args.message))
+    return 0

@@ -1,0 +1,84 @@
+"""`milterguard run`: the milter daemon Postfix talks to."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from milterguard.cli.main import add_config_arguments
+from milterguard.config import load_config
+from milterguard.errors import ConfigErrors
+from milterguard.logsetup import setup_logging
+
+log = logging.getLogger("milterguard.daemon")
+
+HELP = """\
+Start the milter daemon. It listens on SPEC (libmilter syntax):
+  unix:/path/to/socket      a unix socket (Postfix: smtpd_milters = unix:/path)
+  inet:PORT@HOST            TCP on an IPv4 address, e.g. inet:8894@127.0.0.1
+  inet6:PORT@HOST           TCP on an IPv6 address
+Without -c it runs on the built-in defaults and the shipped rule set; state
+(the SQLite database, the default socket) goes to --state-dir, created if
+missing. Rule files and the config are re-read when they change; a broken
+edit is logged and the working rules stay. Stop it with SIGTERM.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="run the milter daemon",
+                              description=HELP,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p)
+    p.add_argument("--socket", metavar="SPEC", help="listen here instead of the config's socket")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=run)
+
+
+def _prepare_socket(spec: str) -> None:
+    """Remove a stale unix socket left by a crash; libmilter would refuse to bind."""
+    if spec.startswith(("unix:", "local:")):
+        path = spec.split(":", 1)[1]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.state_dir)
+    logging_cfg = config.section("logging")
+    setup_logging(args.log_level or str(logging_cfg.get("level", "info")),
+                  str(logging_cfg.get("target", "stderr")))
+    os.makedirs(config.state_dir, mode=0o755, exist_ok=True)
+    from milterguard.milter.engine import Engine  # imports pymilter-free policy code
+    try:
+        engine = Engine.from_config(config)
+    except ConfigErrors as exc:
+        for err in exc.errors:
+            print(f"milterguard: {err}", file=sys.stderr)
+        print(f"milterguard: {len(exc.errors)} error(s); not starting", file=sys.stderr)
+        return 1
+    from milterguard.milter.adapter import serve
+    spec = args.socket or config.socket
+    _prepare_socket(spec)
+    engine.start_watcher(float(config.get("rules.reload_interval", 1.0) or 0))
+    # The socket must be reachable by Postfix's smtpd (another user):
+    # access is controlled by the directory it lives in.
+    old_umask = os.umask(0o000)
+    log.info("event=start socket=%s rules=%d state_dir=%s pid=%d", spec,
+             len(engine.policy.ruleset), config.state_dir, os.getpid())
+    metrics = None
+    try:
+        if config.get("metrics.listen"):
+            # Only then: prometheus_client is needed for metrics alone.
+            from milterguard.report.metrics import start_from_config
+            metrics = start_from_config(config, engine)
+        serve(engine, spec)
+    finally:
+        os.umask(old_umask)
+        engine.close()
+        if metrics is not None:
+            metrics.close()
+        log.info("event=stop")
+    return 0

@@ -1,0 +1,171 @@
+"""The gates the session calls at connect, HELO, MAIL FROM and RCPT TO.
+
+``Gates`` is a facade: it builds the DNSBL checker, HELO and envelope checks
+from the config, applies each check group's own exceptions (by client
+address, network, HELO pattern, sender domain), and returns findings. The
+global allowlist (trusted networks, authenticated clients) and the delay of
+connect/HELO rejects to the first RCPT are the session's business.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import dns.resolver
+
+from milterguard.gates.dnsbl import DnsblChecker
+from milterguard.gates.dns import DnsQuery
+from milterguard.gates.envelope import EnvelopeChecks, EnvelopeSettings, parse_address
+from milterguard.gates.helo import HeloChecks, HeloSettings
+from milterguard.smtpinfo import ClientInfo
+from milterguard.verdict import Finding
+from milterguard.yamlsrc import LDict
+
+log = logging.getLogger("milterguard.gates")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class CheckExceptions:
+    """Who a check group leaves alone. Empty lists: nobody."""
+
+    networks: list[IPNetwork] = field(default_factory=list)
+    helo_patterns: list[str] = field(default_factory=list)     # shell globs, any case
+    sender_domains: list[str] = field(default_factory=list)    # a domain and its subdomains
+    recipient_domains: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_section(cls, owner: LDict, key: str = "exceptions") -> "CheckExceptions":
+        out = cls()
+        section = owner.get(key)
+        if section is None:
+            return out
+        if not isinstance(section, dict):
+            raise owner.error("must be a mapping", key)
+        known = ("addresses", "networks", "helo_patterns", "sender_domains",
+                 "recipient_domains")
+        for name in section:
+            if name not in known:
+                raise section.error(f"unknown key (known: {', '.join(known)})", name)
+            if not isinstance(section[name], list) or not all(
+                    isinstance(v, str) for v in section[name]):
+                raise section.error("must be a list of strings", name)
+        for name in ("addresses", "networks"):
+            for text in section.get(name, []):
+                try:
+                    out.networks.append(ipaddress.ip_network(text, strict=False))
+                except ValueError:
+                    raise section.error(f"not an address or network: {text!r}",
+                                        name) from None
+        out.helo_patterns = [p.lower() for p in section.get("helo_patterns", [])]
+        out.sender_domains = [d.lower().strip(".") for d in section.get("sender_domains", [])]
+        out.recipient_domains = [d.lower().strip(".")
+                                 for d in section.get("recipient_domains", [])]
+        return out
+
+    def client(self, client: ClientInfo) -> bool:
+        """The client's address or HELO name is excepted."""
+        if self.networks and client.addr:
+            try:
+                ip = ipaddress.ip_address(client.addr)
+            except ValueError:
+                ip = None
+            if ip is not None:
+                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                    ip = ip.ipv4_mapped
+                if any(ip.version == net.version and ip in net for net in self.networks):
+                    return True
+        helo = client.helo.lower()
+        return bool(helo) and any(fnmatch.fnmatchcase(helo, p) for p in self.helo_patterns)
+
+    def sender(self, sender: str) -> bool:
+        return _domain_in(sender, self.sender_domains)
+
+    def recipient(self, rcpt: str) -> bool:
+        return _domain_in(rcpt, self.recipient_domains)
+
+
+def _domain_in(address: str, domains: list[str]) -> bool:
+    if not domains:
+        return False
+    parsed = parse_address(address)
+    if parsed is None or not parsed.domain:
+        return False
+    domain = parsed.domain.lower()
+    return any(domain == d or domain.endswith("." + d) for d in domains)
+
+
+class Gates:
+    """Connect, HELO and envelope gates behind one interface for the session."""
+
+    def __init__(self, query: DnsQuery, dnsbl: DnsblChecker, helo: HeloChecks,
+                 envelope: EnvelopeChecks, dnsbl_exceptions: CheckExceptions,
+                 helo_exceptions: CheckExceptions,
+                 envelope_exceptions: CheckExceptions) -> None:
+        self.query = query
+        self.dnsbl = dnsbl
+        self.helo = helo
+        self.envelope = envelope
+        self.dnsbl_exceptions = dnsbl_exceptions
+        self.helo_exceptions = helo_exceptions
+        self.envelope_exceptions = envelope_exceptions
+
+    @classmethod
+    def from_config(cls, config: Any, resolver: dns.resolver.Resolver | DnsQuery | None = None,
+                    clock: Callable[[], float] = time.time, start: bool = True) -> "Gates":
+        """Build from config; ``resolver`` replaces the configured one (tests).
+
+        ``start`` runs the DNSBL self-test thread (at once, then every
+        ``dnsbl.self_test_interval``).
+        """
+        if isinstance(resolver, DnsQuery):
+            query = resolver
+        else:
+            query = DnsQuery.from_config(config, resolver, clock)
+        dnsbl = DnsblChecker.from_config(config, query, clock)
+        gates = cls(query, dnsbl,
+                    HeloChecks(HeloSettings.from_config(config), query),
+                    EnvelopeChecks(EnvelopeSettings.from_config(config), query),
+                    CheckExceptions.from_section(config.section("dnsbl")),
+                    CheckExceptions.from_section(config.section("helo")),
+                    CheckExceptions.from_section(config.section("envelope")))
+        if start:
+            dnsbl.start()
+        return gates
+
+    def on_connect(self, client: ClientInfo) -> list[Finding]:
+        if not client.addr or self.dnsbl_exceptions.client(client):
+            return []
+        return self.dnsbl.findings(client.addr, self.dnsbl.check(client.addr))
+
+    def on_helo(self, client: ClientInfo) -> list[Finding]:
+        if self.helo_exceptions.client(client):
+            return []
+        return self.helo.check(client)
+
+    def on_mail(self, client: ClientInfo, sender: str) -> list[Finding]:
+        out: list[Finding] = []
+        if not self.helo_exceptions.client(client):
+            out.extend(self.helo.missing(client))
+        if not (self.envelope_exceptions.client(client)
+                or self.envelope_exceptions.sender(sender)):
+            out.extend(self.envelope.check_sender(sender))
+        return out
+
+    def on_rcpt(self, client: ClientInfo, sender: str, rcpt: str) -> list[Finding]:
+        if self.envelope_exceptions.client(client) or self.envelope_exceptions.recipient(rcpt):
+            return []
+        return self.envelope.check_recipient(rcpt)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per-zone DNSBL counters (queries, listed, clean, unknown, ...)."""
+        return self.dnsbl.stats()
+
+    def close(self) -> None:
+        self.dnsbl.close()

@@ -1,0 +1,1 @@
+"""Triplet greylisting, and the same as a Postfix policy service."""

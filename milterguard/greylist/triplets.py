@@ -1,0 +1,559 @@
+"""Triplet greylisting: policy, address normalisation and its SQL store.
+
+Spamware rarely retries after a temporary failure; real MTAs do. A triplet
+(client network, normalised sender, recipient) seen for the first time gets
+451 4.7.1; a retry after ``delay`` and inside ``retry_window`` passes, and a
+passed triplet stays valid for ``lifetime`` (refreshed on use). A client
+network that passed ``auto_allowlist_after`` triplets skips greylisting.
+
+Both the milter (session at RCPT, one decision per recipient) and
+``milterguard policyd`` call ``Greylist.decide``/``check``, so they share one
+store and one set of settings.
+
+Null sender: greylisted like any other sender by default. Bounces come from
+real MTAs, which queue and retry them (RFC 5321 4.5.4.1) so they still arrive
+after the delay; letting ``<>`` through would let spamware skip greylisting by
+sending with an empty MAIL FROM. ``null_sender: pass`` is there for sites
+that prefer bounces without delay.
+
+Storage: SQL kept portable for PostgreSQL (BIGINT key, DOUBLE PRECISION
+timestamps, ``ON CONFLICT`` upserts). The triplet's 64-bit hash is the
+primary key, so a lookup is one index probe however many millions of
+triplets are stored. Threads take a connection from a small pool; SQLite
+runs their reads in parallel (WAL) and serialises writes. A lookup of a
+known triplet only reads, unless its lifetime is due for a refresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import math
+import queue
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from milterguard.store import db
+from milterguard.verdict import Action, Finding, Reply
+from milterguard.yamlsrc import LDict
+
+log = logging.getLogger("milterguard.greylist")
+
+RULE_ID = "greylist"
+CATEGORY = "greylist"
+
+db.register_migrations("greylist", [
+    [
+        "CREATE TABLE greylist_triplets ("
+        " key BIGINT NOT NULL PRIMARY KEY,"   # signed 64-bit hash of the triplet
+        " client_net TEXT NOT NULL,"
+        " sender TEXT NOT NULL,"
+        " rcpt TEXT NOT NULL,"
+        " first_seen DOUBLE PRECISION NOT NULL,"
+        " last_seen DOUBLE PRECISION NOT NULL,"
+        " passed_at DOUBLE PRECISION,"        # NULL until a retry after the delay
+        " expires DOUBLE PRECISION NOT NULL,"
+        " attempts INTEGER NOT NULL)",
+        # Cleanup deletes by expiry; without this it would scan every row.
+        "CREATE INDEX greylist_triplets_expires ON greylist_triplets (expires)",
+        "CREATE TABLE greylist_clients ("
+        " client_net TEXT NOT NULL PRIMARY KEY,"
+        " passed INTEGER NOT NULL,"
+        " last_seen DOUBLE PRECISION NOT NULL,"
+        " expires DOUBLE PRECISION NOT NULL)",
+        "CREATE INDEX greylist_clients_expires ON greylist_clients (expires)",
+    ],
+])
+
+
+# --------------------------------------------------------------- normalising
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+# BATV: prvs=TAG=user (and Microsoft's msprvs1=TAG=user); older btv1==TAG==user.
+_BATV = re.compile(r"^(?:ms)?prvs\d*=[^=]+=(.+)$")
+_BTV1 = re.compile(r"^btv1==[^=]+==(.+)$")
+# SRS0=HASH=TT=orig.domain=orig.local ; SRS1=HASH=first.hop==HASH=TT=domain=local
+# ('=' may be '+' or '-' after the SRS0/SRS1 tag, as the SRS paper allows).
+_SRS0 = re.compile(r"^srs0[=+-][^=]*=[^=]*=([^=]+)=(.+)$")
+_SRS1 = re.compile(r"^srs1[=+-][^=]*=[^=]*=[=+-][^=]*=[^=]*=([^=]+)=(.+)$")
+# VERP: the recipient encoded into the local part as "-user=domain".
+_VERP = re.compile(r"^(.+?)[-+][^-+=]*=[^=]*$")
+_DIGITS = re.compile(r"\d+")
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from ``300``, ``"5m"``, ``"2d"``; None if unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value >= 0 else None
+    if isinstance(value, str):
+        match = _DURATION.match(value.lower())
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    return None
+
+
+def _strip_address(addr: str) -> str:
+    addr = addr.strip()
+    if addr.startswith("<") and addr.endswith(">"):
+        addr = addr[1:-1].strip()
+    return addr.lower()
+
+
+def normalize_sender(sender: str) -> str:
+    """The stable part of an envelope sender.
+
+    Tags that change per message or per day are removed so that a retry, or
+    the next mail of the same list, maps to the same triplet: BATV and SRS
+    wrappers, ``+tag`` sub-addresses, VERP-encoded recipients, and digit runs
+    (bounce and message numbers) which become ``#``. ``""`` is the null sender.
+    """
+    addr = _strip_address(sender)
+    if not addr:
+        return ""
+    local, at, domain = addr.rpartition("@")
+    if not at:
+        local, domain = addr, ""
+    domain = domain.rstrip(".")
+    for _ in range(3):  # wrappers may nest (an SRS'd BATV address)
+        match = _SRS1.match(local) or _SRS0.match(local)
+        if match:
+            domain, local = match.group(1).rstrip("."), match.group(2)
+            continue
+        match = _BATV.match(local) or _BTV1.match(local)
+        if match:
+            local = match.group(1)
+            continue
+        break
+    if "+" in local[1:]:
+        local = local[:local.index("+", 1)]
+    match = _VERP.match(local)
+    if match:
+        local = match.group(1)
+    local = _DIGITS.sub("#", local)
+    return f"{local}@{domain}" if domain else local
+
+
+def normalize_rcpt(rcpt: str) -> str:
+    """Recipients are ours and stable: brackets off, lower-cased."""
+    return _strip_address(rcpt)
+
+
+def sender_domain(sender: str) -> str:
+    addr = _strip_address(sender)
+    return addr.rpartition("@")[2].rstrip(".") if "@" in addr else ""
+
+
+def parse_address(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An IP from the MTA's notation ("IPv6:..." , "[...]", v4-mapped); None if not one."""
+    text = addr.strip().strip("[]")
+    if text[:5].lower() == "ipv6:":
+        text = text[5:]
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
+
+
+def client_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                   ipv4_prefix: int, ipv6_prefix: int) -> str:
+    """The network a client is grouped by: sender pools retry from siblings."""
+    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def triplet_key(net: str, sender: str, rcpt: str) -> int:
+    """A signed 64-bit hash (fits BIGINT); collisions are negligible at 10^9 rows."""
+    digest = hashlib.blake2b(f"{net}\0{sender}\0{rcpt}".encode("utf-8", "replace"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# ---------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class GreylistSettings:
+    """The ``greylist:`` section, validated."""
+
+    enabled: bool = False
+    delay: float = 300.0
+    retry_window: float = 2 * 86400.0
+    lifetime: float = 35 * 86400.0
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 64
+    auto_allowlist_after: int = 5       # 0 = never
+    null_sender: str = "greylist"       # or "pass"
+    allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allow_sender_domains: frozenset[str] = frozenset()
+    allow_recipients: frozenset[str] = frozenset()   # "user@dom" or "@dom"
+    cleanup_interval: float = 3600.0
+    policyd_listen: str = "127.0.0.1:60000"
+
+    @property
+    def refresh_interval(self) -> float:
+        """How stale a passed entry's lifetime may get before a lookup writes.
+
+        Refreshing on every use would turn every lookup into a write; an hour
+        (or a tenth of a short lifetime) is precise enough.
+        """
+        return min(3600.0, self.lifetime / 10)
+
+    @classmethod
+    def from_section(cls, section: LDict) -> "GreylistSettings":
+        def duration(key: str, default: float) -> float:
+            if key not in section:
+                return default
+            value = parse_duration(section[key])
+            if value is None:
+                raise section.error("must be seconds or a duration like 5m, 2d", key)
+            return value
+
+        def integer(key: str, default: int, low: int, high: int) -> int:
+            value = section.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise section.error(f"must be an integer from {low} to {high}", key)
+            return value
+
+        enabled = section.flag("enabled", False)
+        null_sender = section.get("null_sender", "greylist")
+        if null_sender not in ("greylist", "pass"):
+            raise section.error("must be greylist or pass", "null_sender")
+        listen = section.get("policyd_listen", "127.0.0.1:60000")
+        if not isinstance(listen, str) or ":" not in listen:
+            raise section.error("must be HOST:PORT", "policyd_listen")
+
+        allow = section.get("allow") or LDict()
+        if not isinstance(allow, dict):
+            raise section.error("must be a mapping", "allow")
+
+        def str_list(key: str) -> list[str]:
+            value = allow.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise allow.error("must be a list of strings", key)
+            return [v.strip().lower().rstrip(".") for v in value if v.strip()]
+
+        networks = []
+        for text in str_list("networks"):
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise allow.error(f"not a network: {text}", "networks") from None
+
+        settings = cls(
+            enabled=enabled,
+            delay=duration("delay", cls.delay),
+            retry_window=duration("retry_window", cls.retry_window),
+            lifetime=duration("lifetime", cls.lifetime),
+            ipv4_prefix=integer("ipv4_prefix", 24, 8, 32),
+            ipv6_prefix=integer("ipv6_prefix", 64, 16, 128),
+            auto_allowlist_after=integer("auto_allowlist_after", 5, 0, 1_000_000),
+            null_sender=null_sender,
+            allow_networks=tuple(networks),
+            allow_sender_domains=frozenset(str_list("sender_domains")),
+            allow_recipients=frozenset(r.strip("<>") for r in str_list("recipients")),
+            cleanup_interval=duration("cleanup_interval", cls.cleanup_interval),
+            policyd_listen=listen,
+        )
+        if settings.retry_window <= settings.delay:
+            raise section.error("must be longer than delay", "retry_window")
+        return settings
+
+
+# ------------------------------------------------------------------ result
+
+#: Outcomes. Only the first two answer 451; the others pass.
+GREYLISTED = ("new", "early")
+PASSED = ("passed", "known", "auto-allowlisted", "allowlisted", "disabled", "error")
+
+
+@dataclass
+class GreylistResult:
+    """One decision, with what the session or policyd logs about it.
+
+    ``outcome``: new (first attempt), early (retry before the delay),
+    passed (first retry after the delay: the triplet is now known), known,
+    auto-allowlisted, allowlisted (static list; ``detail`` says which),
+    disabled, error (store failed: greylisting fails open).
+    """
+
+    outcome: str
+    finding: Finding | None = None
+    retry_in: int = 0
+    client_net: str = ""
+    sender: str = ""
+    rcpt: str = ""
+    detail: str = ""
+
+    @property
+    def greylisted(self) -> bool:
+        return self.finding is not None
+
+    def log_fields(self) -> str:
+        return (f"greylist={self.outcome} net={self.client_net} sender=<{self.sender}>"
+                f" rcpt=<{self.rcpt}>" + (f" retry_in={self.retry_in}" if self.retry_in else "")
+                + (f" detail={self.detail!r}" if self.detail else ""))
+
+
+def greylist_reply(retry_in: int) -> Reply:
+    return Reply("451", "4.7.1", f"Greylisted, please retry in {retry_in} seconds")
+
+
+# -------------------------------------------------------------------- pool
+
+class ConnectionPool:
+    """Connections handed to one thread at a time; grows to peak concurrency.
+
+    The milter runs a thread per SMTP connection, and those threads come and
+    go; a pool keeps the number of open database handles at the peak number
+    of concurrent lookups instead of one per thread ever started.
+    """
+
+    def __init__(self, path: str, max_idle: int = 16) -> None:
+        self.path = path
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._max_idle = max_idle
+        self._closed = False
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = db.connect(self.path)
+        ok = False
+        try:
+            yield conn
+            ok = True
+        finally:
+            if ok and not self._closed and self._idle.qsize() < self._max_idle:
+                self._idle.put(conn)
+            else:
+                conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+# ---------------------------------------------------------------- greylist
+
+class Greylist:
+    """Greylisting decisions over the shared store; safe to call from many threads."""
+
+    def __init__(self, settings: GreylistSettings, database: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.pool = ConnectionPool(database)
+        with self.pool.connection() as conn:
+            db.migrate(conn, ["greylist"])
+        self._cleanup_lock = threading.Lock()
+        self._next_cleanup = clock() + settings.cleanup_interval
+
+    @classmethod
+    def from_config(cls, config: Any, clock: Callable[[], float] = time.time) -> "Greylist":
+        return cls(GreylistSettings.from_section(config.section("greylist")),
+                   config.database, clock)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- the session's interface
+
+    def check(self, client_addr: str, sender: str, rcpt: str) -> Finding | None:
+        """The milter's RCPT check: a TEMPFAIL finding, or None to pass.
+
+        Does nothing unless ``greylist.enabled`` is true (policyd, which is
+        an explicit opt-in, calls ``decide`` directly).
+        """
+        if not self.settings.enabled:
+            return None
+        return self.decide(client_addr, sender, rcpt).finding
+
+    def decide(self, client_addr: str, sender: str, rcpt: str) -> GreylistResult:
+        """Greylist one recipient; every outcome comes back for logging."""
+        s = self.settings
+        norm_sender, norm_rcpt = normalize_sender(sender), normalize_rcpt(rcpt)
+        ip = parse_address(client_addr)
+        if ip is None:
+            # A local socket or an unknown address: nothing to group retries by.
+            return GreylistResult("allowlisted", sender=norm_sender, rcpt=norm_rcpt,
+                                  detail="no client address")
+        net = client_network(ip, s.ipv4_prefix, s.ipv6_prefix)
+        result = GreylistResult("", client_net=net, sender=norm_sender, rcpt=norm_rcpt)
+        reason = self._static_allow(ip, sender, norm_sender, norm_rcpt)
+        if reason:
+            result.outcome, result.detail = "allowlisted", reason
+            return result
+        now = self.clock()
+        try:
+            with self.pool.connection() as conn:
+                self._decide_stored(conn, result, now)
+        except sqlite3.Error as exc:
+            # Fail open: a broken store must not stop mail.
+            log.warning("event=greylist-store-error error=%r", str(exc))
+            result.outcome, result.detail = "error", "store unavailable"
+            return result
+        if result.outcome in GREYLISTED:
+            result.finding = Finding(RULE_ID, CATEGORY, Action.TEMPFAIL,
+                                     greylist_reply(result.retry_in),
+                                     detail=result.log_fields())
+        self.maybe_cleanup(now)
+        return result
+
+    def _static_allow(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                      raw_sender: str, sender: str, rcpt: str) -> str:
+        s = self.settings
+        if any(ip in net for net in s.allow_networks if net.version == ip.version):
+            return "network"
+        if rcpt in s.allow_recipients or ("@" + rcpt.rpartition("@")[2]) in s.allow_recipients:
+            return "recipient"
+        if not sender:
+            return "null-sender" if s.null_sender == "pass" else ""
+        domain = sender_domain(raw_sender)
+        if domain and s.allow_sender_domains:
+            parts = domain.split(".")
+            # "example.com" also allows "mail.example.com".
+            if any(".".join(parts[i:]) in s.allow_sender_domains for i in range(len(parts))):
+                return "sender-domain"
+        return ""
+
+    # -- the store
+
+    def _decide_stored(self, conn: sqlite3.Connection, res: GreylistResult, now: float) -> None:
+        s = self.settings
+        if s.auto_allowlist_after:
+            row = conn.execute("SELECT passed, last_seen FROM greylist_clients"
+                               " WHERE client_net = ? AND expires > ?",
+                               (res.client_net, now)).fetchone()
+            if row and row[0] >= s.auto_allowlist_after:
+                if now - row[1] >= s.refresh_interval:
+                    conn.execute("UPDATE greylist_clients SET last_seen = ?, expires = ?"
+                                 " WHERE client_net = ?",
+                                 (now, now + s.lifetime, res.client_net))
+                res.outcome = "auto-allowlisted"
+                return
+        key = triplet_key(res.client_net, res.sender, res.rcpt)
+        select = ("SELECT first_seen, last_seen, passed_at, expires FROM greylist_triplets"
+                  " WHERE key = ?")
+        row = conn.execute(select, (key,)).fetchone()
+        if row and row[2] is not None and row[3] > now:
+            # The common case: a known triplet, read only.
+            if now - row[1] >= s.refresh_interval:
+                conn.execute("UPDATE greylist_triplets SET last_seen = ?, expires = ?"
+                             " WHERE key = ?", (now, now + s.lifetime, key))
+            res.outcome = "known"
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Read again under the write lock: another thread may have
+            # inserted or passed this triplet since.
+            row = conn.execute(select, (key,)).fetchone()
+            self._write_decision(conn, res, key, row, now)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _write_decision(self, conn: sqlite3.Connection, res: GreylistResult, key: int,
+                        row: tuple | None, now: float) -> None:
+        s = self.settings
+        if row is None or row[3] <= now:
+            conn.execute(
+                "INSERT INTO greylist_triplets (key, client_net, sender, rcpt, first_seen,"
+                " last_seen, passed_at, expires, attempts) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, 1)"
+                " ON CONFLICT (key) DO UPDATE SET client_net = excluded.client_net,"
+                " sender = excluded.sender, rcpt = excluded.rcpt,"
+                " first_seen = excluded.first_seen, last_seen = excluded.last_seen,"
+                " passed_at = NULL, expires = excluded.expires, attempts = 1",
+                (key, res.client_net, res.sender, res.rcpt, now, now,
+                 now + s.retry_window))
+            res.outcome, res.retry_in = "new", math.ceil(s.delay)
+        elif row[2] is not None:
+            res.outcome = "known"
+        elif now - row[0] < s.delay:
+            conn.execute("UPDATE greylist_triplets SET last_seen = ?, attempts = attempts + 1"
+                         " WHERE key = ?", (now, key))
+            res.outcome, res.retry_in = "early", max(1, math.ceil(row[0] + s.delay - now))
+        else:
+            conn.execute("UPDATE greylist_triplets SET last_seen = ?, passed_at = ?,"
+                         " expires = ?, attempts = attempts + 1 WHERE key = ?",
+                         (now, now, now + s.lifetime, key))
+            conn.execute(
+                "INSERT INTO greylist_clients (client_net, passed, last_seen, expires)"
+                " VALUES (?, 1, ?, ?) ON CONFLICT (client_net) DO UPDATE SET"
+                " passed = CASE WHEN greylist_clients.expires > excluded.last_seen"
+                " THEN greylist_clients.passed + 1 ELSE 1 END,"
+                " last_seen = excluded.last_seen, expires = excluded.expires",
+                (res.client_net, now, now + s.lifetime))
+            res.outcome, res.detail = "passed", f"waited={int(now - row[0])}"
+
+    # -- cleanup
+
+    def maybe_cleanup(self, now: float | None = None) -> None:
+        """Start a cleanup in the background when one is due; never waits."""
+        now = self.clock() if now is None else now
+        if now < self._next_cleanup or not self._cleanup_lock.acquire(blocking=False):
+            return
+        self._next_cleanup = now + self.settings.cleanup_interval
+
+        def run() -> None:
+            try:
+                self.cleanup(now)
+            except sqlite3.Error as exc:
+                log.warning("event=greylist-cleanup-error error=%r", str(exc))
+            finally:
+                self._cleanup_lock.release()
+
+        threading.Thread(target=run, name="greylist-cleanup", daemon=True).start()
+
+    def cleanup(self, now: float | None = None, batch: int = 5000) -> int:
+        """Delete expired entries in small transactions; returns how many.
+
+        Batches keep each write lock short so RCPT lookups never wait long
+        behind a cleanup of millions of rows.
+        """
+        now = self.clock() if now is None else now
+        removed = 0
+        with self.pool.connection() as conn:
+            while True:
+                cur = conn.execute(
+                    "DELETE FROM greylist_triplets WHERE key IN (SELECT key FROM"
+                    " greylist_triplets WHERE expires <= ? LIMIT ?)", (now, batch))
+                removed += cur.rowcount
+                if cur.rowcount < batch:
+                    break
+            cur = conn.execute("DELETE FROM greylist_clients WHERE expires <= ?", (now,))
+            removed += cur.rowcount
+        if removed:
+            log.info("event=greylist-cleanup removed=%d", removed)
+        return removed
+
+    def stats(self) -> dict[str, int]:
+        """Counts for the admin: pending and passed triplets, clients."""
+        now = self.clock()
+        with self.pool.connection() as conn:
+            pending, passed = conn.execute(
+                "SELECT SUM(CASE WHEN passed_at IS NULL THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN passed_at IS NULL THEN 0 ELSE 1 END)"
+                " FROM greylist_triplets WHERE expires > ?", (now,)).fetchone()
+            auto = conn.execute("SELECT COUNT(*) FROM greylist_clients WHERE expires > ?"
+                                " AND passed >= ?",
+                                (now, self.settings.auto_allowlist_after or 1 << 62)).fetchone()[0]
+        return {"pending": pending or 0, "passed": passed or 0, "auto_allowlisted": auto}

@@ -1,0 +1,1 @@
+"""The milter side: the pymilter adapter (the only module importing Milter), the per-connection session that turns stage events into verdicts, the engine that holds config and services, and the milter protocol codec."""

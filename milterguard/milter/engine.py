@@ -1,0 +1,273 @@
+"""Everything the daemon builds once: policy snapshot, gates, greylist, store.
+
+The rule set and the message settings form a ``Policy`` snapshot that is
+replaced as a whole when a rule file or the config changes; a message keeps
+the snapshot it started with, so a reload never changes a message mid-way.
+A broken edit is logged with file and line and the old snapshot stays.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from milterguard.config import Config, load_config
+from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
+from milterguard.ruleset.rules import RuleSet, load_ruleset, parse_reply
+from milterguard.verdict import Action, Finding, Hit, Reply
+from milterguard.content.views import MessageViews
+
+log = logging.getLogger("milterguard.engine")
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class Policy:
+    """One consistent view of config and rules, swapped atomically on reload."""
+
+    config: Config
+    ruleset: RuleSet
+    allow_networks: list[IpNetwork]
+    trust_authenticated: bool
+    delay_rejects: bool
+    tag_header: bool
+    reply_rule_ids: bool
+    max_scan_bytes: int
+    max_headers: int
+    tag_score: float
+    reject_score: float
+    reject_reply: Reply
+    subject_prefix: str
+    on_internal_error: str
+    #: Connect and HELO only ever answer "continue": their rejects wait for
+    #: the first RCPT and no client or HELO rule accepts or discards. The
+    #: adapter may then tell the MTA not to wait for those two answers.
+    quiet_connect: bool = False
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Policy":
+        errors: list[ConfigError] = []
+        rules = config.section("rules")
+        site = rules.get("site") or []
+        if isinstance(site, str):
+            site = [site]
+        ruleset = None
+        try:
+            ruleset = load_ruleset(bool(rules.get("shipped", True)), site)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+        allow = config.section("allowlist")
+        networks: list[IpNetwork] = []
+        for i, net in enumerate(allow.get("networks") or []):
+            try:
+                networks.append(ipaddress.ip_network(str(net), strict=False))
+            except ValueError:
+                errors.append(allow.error(f"not a network: {net!r}", "networks"))
+        msg = config.section("message")
+        numbers: dict[str, float] = {}
+        for key, default in (("max_scan_bytes", 2 << 20), ("max_headers", 1000),
+                             ("tag_score", 5.0), ("reject_score", 10.0)):
+            value = msg.get(key, default)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                errors.append(msg.error("must be a non-negative number", key))
+                value = default
+            numbers[key] = value
+        try:
+            reject_reply = parse_reply(str(msg.get("reject_reply", "550 5.7.1 Message rejected as spam")), "reject")
+        except ValueError as exc:
+            errors.append(msg.error(str(exc), "reject_reply"))
+            reject_reply = Reply("550", "5.7.1", "Message rejected as spam")
+        on_error = str(msg.get("on_internal_error", "continue"))
+        if on_error not in ("continue", "tempfail"):
+            errors.append(msg.error("must be continue or tempfail", "on_internal_error"))
+        if errors:
+            raise ConfigErrors(errors)
+        assert ruleset is not None
+        delay = bool(config.get("delay_rejects", True))
+        return cls(config=config, ruleset=ruleset, allow_networks=networks,
+                   trust_authenticated=bool(allow.get("authenticated", True)),
+                   delay_rejects=delay,
+                   tag_header=bool(msg.get("tag_header", True)),
+                   reply_rule_ids=bool(msg.get("reply_rule_ids", True)),
+                   max_scan_bytes=int(numbers["max_scan_bytes"]),
+                   max_headers=int(numbers["max_headers"]),
+                   tag_score=float(numbers["tag_score"]),
+                   reject_score=float(numbers["reject_score"]),
+                   reject_reply=reject_reply,
+                   subject_prefix=str(msg.get("subject_prefix", "")),
+                   on_internal_error=on_error,
+                   quiet_connect=_connect_always_continues(delay, ruleset))
+
+    @property
+    def sources(self) -> list[str]:
+        return self.config.sources + self.ruleset.sources
+
+
+def _connect_always_continues(delay_rejects: bool, ruleset: RuleSet) -> bool:
+    if not delay_rejects:
+        return False
+    return not any(rule.action in ("accept", "discard")
+                   and any(t in ("client", "helo") for t in rule.targets)
+                   for rule in ruleset.rules.values())
+
+
+def rule_finding(rule: Any, excerpt: str = "") -> Finding:
+    """A rule hit as a Finding the session can weigh."""
+    return Finding(rule_id=rule.id, category=rule.category, action=rule.verdict_action,
+                   reply=rule.reply, score=rule.score if rule.action == "score" else 0.0,
+                   detail=excerpt, observe=rule.observe, helper=rule.helper)
+
+
+class Engine:
+    """Holds the current Policy and the long-lived parts the sessions share."""
+
+    def __init__(self, policy: Policy, gates: Any = None, greylist: Any = None,
+                 store: Any = None, clock: Callable[[], float] = time.time,
+                 config_loader: Callable[[], Config] | None = None) -> None:
+        self.policy = policy
+        self.gates = gates
+        self.greylist = greylist
+        self.store = store
+        self.clock = clock
+        self._config_loader = config_loader
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._mtimes = self._snapshot_mtimes(policy)
+        self.reloads = 0
+        self.reload_failures = 0
+        #: A metrics.Metrics once the Prometheus listener is on; None costs nothing.
+        self.metrics: Any = None
+
+    @classmethod
+    def from_config(cls, config: Config, with_store: bool = True) -> "Engine":
+        policy = Policy.from_config(config)
+        # Imported here: the policy code above must not need DNS or a database.
+        from milterguard.gates.gateset import Gates
+        from milterguard.greylist.triplets import Greylist
+        from milterguard.store.hits import HitStore
+        gates = Gates.from_config(config)
+        greylist = Greylist.from_config(config)
+        store = HitStore.from_config(config) if with_store else None
+        return cls(policy, gates=gates, greylist=greylist, store=store,
+                   config_loader=lambda: load_config(config.path, config.state_dir))
+
+    # -- what sessions call ------------------------------------------------
+
+    def gate_findings(self, stage: str, client: Any, *args: str) -> Iterable[Finding]:
+        if self.gates is None:
+            return []
+        return getattr(self.gates, "on_" + stage)(client, *args)
+
+    def greylist_check(self, addr: str, sender: str, rcpt: str) -> Finding | None:
+        if self.greylist is None:
+            return None
+        return self.greylist.check(addr, sender, rcpt)
+
+    def rule_findings(self, policy: Policy, target: str, texts: list[str]) -> list[Finding]:
+        rules = policy.ruleset.rules
+        return [rule_finding(rules[m.rule_id], m.excerpt)
+                for m in policy.ruleset.match(target, texts)]
+
+    def content_findings(self, policy: Policy, views: MessageViews, part: str) -> list[Finding]:
+        """Header rules ("headers", at end of headers) or body rules ("body", at end of message)."""
+        rs = policy.ruleset
+        out: list[Finding] = []
+        # A target on a header the message lacks has no texts (most do not,
+        # and views decode nothing for them).
+        for target in rs.header_targets if part == "headers" else rs.body_targets:
+            texts = views.texts(target)
+            if texts:
+                out += self.rule_findings(policy, target, texts)
+        if part == "headers":
+            for rule in rs.presence:
+                found = rule.presence_hit(views.header_count)
+                if found:
+                    out.append(rule_finding(rule, f"{found[0]} count={found[1]}"))
+        return out
+
+    def compound_findings(self, policy: Policy, findings: list[Finding]) -> list[Finding]:
+        hit = {f.rule_id for f in findings}
+        out = []
+        for rule in policy.ruleset.compounds:
+            if rule.compound_hit(hit):
+                out.append(rule_finding(rule, "all=" + ",".join(rule.all_of or rule.any_of)))
+        return out
+
+    def record(self, hits: list[Hit]) -> None:
+        if self.store is not None and hits:
+            self.store.record(hits)
+
+    # -- reload ------------------------------------------------------------
+
+    @staticmethod
+    def _snapshot_mtimes(policy: Policy) -> dict[str, float]:
+        """mtimes of every source file and of the rule directories (new files)."""
+        out: dict[str, float] = {}
+        paths = list(policy.sources)
+        rules = policy.config.section("rules")
+        site = rules.get("site") or []
+        paths += [site] if isinstance(site, str) else list(site)
+        from milterguard.ruleset.rules import shipped_rules_dir
+        if rules.get("shipped", True):
+            paths.append(shipped_rules_dir())
+        for path in paths:
+            try:
+                out[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                out[path] = -1
+        return out
+
+    def reload_if_changed(self) -> bool:
+        """Rebuild the Policy if a source changed; keep the old one on error."""
+        mtimes = self._snapshot_mtimes(self.policy)
+        if mtimes == self._mtimes:
+            return False
+        self._mtimes = mtimes
+        try:
+            config = self._config_loader() if self._config_loader else self.policy.config
+            policy = Policy.from_config(config)
+        except ConfigErrors as exc:
+            self.reload_failures += 1
+            for err in exc.errors:
+                log.error("event=reload-failed error=%r", str(err))
+            log.error("event=reload-failed errors=%d action=kept-previous-rules", len(exc.errors))
+            return False
+        except MilterguardError as exc:
+            self.reload_failures += 1
+            log.error("event=reload-failed error=%r action=kept-previous-rules", str(exc))
+            return False
+        self.policy = policy
+        self._mtimes = self._snapshot_mtimes(policy)
+        self.reloads += 1
+        log.info("event=reload rules=%d files=%d", len(policy.ruleset), len(policy.ruleset.sources))
+        return True
+
+    def start_watcher(self, interval: float) -> None:
+        if interval <= 0 or self._watcher is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.reload_if_changed()
+                except Exception:  # never let the watcher die silently
+                    log.exception("event=reload-crashed")
+
+        self._watcher = threading.Thread(target=loop, name="milterguard-reload", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        for part in (self.gates, self.greylist, self.store):
+            closer = getattr(part, "close", None)
+            if closer:
+                try:
+                    closer()
+                except Exception:
+                    log.exception("event=close-failed part=%s", type(part).__name__)

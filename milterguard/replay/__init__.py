@@ -1,0 +1,1 @@
+"""The MTA side of the milter protocol, for replaying message files through a running milter."""

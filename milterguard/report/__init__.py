@@ -1,0 +1,1 @@
+"""What was stopped: stats, the HTML report, Prometheus metrics."""
