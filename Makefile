@@ -1,6 +1,6 @@
 # milterguard: build, test, demo and bench on Debian 12.
 #   make deps    system packages (apt; skipped when all present)
-#   make venv    .venv with milterguard installed editable, plus test tools
+#   make venv    .venv with milterguard installed editable, plus test and lint tools
 #   make test    the test suite (real Postfix, rbldnsd, nftables in namespaces)
 #   make demo    run the daemon on the shipped defaults, replay samples/ through it
 #   make bench   every bench/bench_*.py in turn
@@ -22,10 +22,10 @@ deps:
 # Re-install only when the package metadata changed.
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml | deps
+$(VENV)/.installed: pyproject.toml | deps
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet -e '.[test]'
+	$(VPY) -m pip install --quiet -e '.[test,lint]'
 	touch $@
 
 test: deps venv
