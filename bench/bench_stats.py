@@ -23,10 +23,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from milterguard.store import bans as _bans  # noqa: E402,F401  (registers the bans schema)
 from milterguard.store import db  # noqa: E402
 from milterguard.report import stats  # noqa: E402
-from milterguard.store.hits import HIT_COLUMNS, open_db  # noqa: E402
+from milterguard.store.bans import BANS_SCHEMA  # noqa: E402
+from milterguard.store.hits import HITS_SCHEMA, HIT_COLUMNS  # noqa: E402
 
 KINDS = [  # (stage, rule_id, category, action, source, weight)
     ("connect", "dnsbl:zen", "dnsbl", "reject", "milter", 30),
@@ -47,17 +47,17 @@ KINDS = [  # (stage, rule_id, category, action, source, weight)
 def generate(path: str, rows: int, now: float, days: float = 30.0) -> float:
     """Insert ``rows`` hits spread over ``days`` before ``now``; returns seconds."""
     started = time.perf_counter()
-    # Build the store as migration 2 left it, fill it, then let open_db()
+    # Build the store as migration 2 left it, fill it, then let db.open_database()
     # apply the later migrations: the stats indexes are then built by one
     # sort (fast), and the run also shows an old store being upgraded.
     conn = db.connect(path)
     conn.execute("CREATE TABLE IF NOT EXISTS schema_versions ("
                  " component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-    for step in db.MIGRATIONS["hits"][:2]:
+    for step in HITS_SCHEMA.migrations[:2]:
         for stmt in step:
             conn.execute(stmt)
     conn.execute("INSERT INTO schema_versions VALUES ('hits', 2)")
-    db.migrate(conn, ["bans"])
+    db.migrate(conn, [BANS_SCHEMA])
     conn.execute("PRAGMA synchronous=OFF")
     rnd = random.Random(7)
     weights = [k[5] for k in KINDS]
@@ -85,7 +85,7 @@ def generate(path: str, rows: int, now: float, days: float = 30.0) -> float:
                       now - 3600, now + (3600 if i % 2 else -60)))
     conn.execute("COMMIT")
     conn.close()
-    conn = open_db(path, components=("hits", "bans"))   # migration 3: the indexes
+    conn = db.open_database(path, [HITS_SCHEMA, BANS_SCHEMA])   # migration 3: the indexes
     conn.execute("ANALYZE")
     conn.close()
     return time.perf_counter() - started
@@ -109,7 +109,7 @@ def main() -> int:
         if not os.path.exists(path):
             print(f"generating {args.rows} hits ...", flush=True)
             print(f"generate: {generate(path, args.rows, now):.1f} s")
-        conn = open_db(path, components=("hits", "bans"))
+        conn = db.open_database(path, [HITS_SCHEMA, BANS_SCHEMA])
         base_t, n = timed(lambda: sum(1 for _ in conn.execute(
             "SELECT ts, client_addr, stage, category, rule_id, observe, source FROM hits")))
         print(f"baseline: read all {n} rows in Python: {base_t:.2f} s")

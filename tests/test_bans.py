@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from milterguard.store.bans import BanEngine, BanPolicy
+from milterguard.store.bans import BANS_SCHEMA, BanEngine, BanPolicy
 from milterguard.config import load_config
 from milterguard.errors import MilterguardError
-from milterguard.store.hits import insert_hits, open_db
+from milterguard.store import db
+from milterguard.store.hits import HITS_SCHEMA, insert_hits
 from milterguard.verdict import Action, Hit
 
 SITE = """
@@ -36,7 +37,7 @@ def env(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text(SITE)
     config = load_config(str(site), str(tmp_path))
-    conn = open_db(config.database, components=("hits", "bans"))
+    conn = db.open_database(config.database, [HITS_SCHEMA, BANS_SCHEMA])
     clock = Clock()
     engine = BanEngine(conn, BanPolicy.from_config(config), clock=clock)
     yield conn, engine, clock

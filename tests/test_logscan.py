@@ -6,7 +6,8 @@ import datetime
 import os
 
 from milterguard.store.logscan import LogScanner, parse_line
-from milterguard.store.hits import open_db
+from milterguard.store import db
+from milterguard.store.hits import HITS_SCHEMA
 
 NOW = datetime.datetime(2024, 3, 10, 12, 0, 0).timestamp()
 
@@ -79,7 +80,7 @@ def _count(conn) -> int:
 
 def test_incremental_rotation_truncation(tmp_path):
     log = tmp_path / "mail.log"
-    conn = open_db(str(tmp_path / "m.db"))
+    conn = db.open_database(str(tmp_path / "m.db"), [HITS_SCHEMA])
     scanner = LogScanner(conn, str(log), clock=lambda: NOW)
     lines = list(LINES.values())
     log.write_text("\n".join(lines[:3] + NOISE) + "\n" + lines[3][:40])  # last line half-written

@@ -9,10 +9,11 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from milterguard.store import bans as _bans  # noqa: F401
 from milterguard.report import metrics as mmod
 from milterguard.errors import MilterguardError
-from milterguard.store.hits import open_db
+from milterguard.store.bans import BANS_SCHEMA
+from milterguard.store import db
+from milterguard.store.hits import HITS_SCHEMA
 from milterguard.verdict import Action, Finding, Hit
 from milterguard.yamlsrc import load_yaml_text
 
@@ -59,7 +60,7 @@ class FakeEngine:
 
 def test_counters_and_attach(tmp_path):
     path = str(tmp_path / "m.db")
-    conn = open_db(path, components=("hits", "bans"))
+    conn = db.open_database(path, [HITS_SCHEMA, BANS_SCHEMA])
     conn.execute("INSERT INTO bans (addr, created, expires) VALUES ('192.0.2.1', 0, ?)",
                  (NOW + 60,))
     conn.execute("INSERT INTO bans (addr, created, expires) VALUES ('192.0.2.2', 0, ?)",

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import re
 
-from milterguard.store import bans as _bans  # noqa: F401
 from milterguard.cli import main as cli
 from milterguard.cli import report as cmd_report
-from milterguard.store.hits import insert_hits, open_db
+from milterguard.store.bans import BANS_SCHEMA
+from milterguard.store import db
+from milterguard.store.hits import HITS_SCHEMA, insert_hits
 from milterguard.verdict import Action, Hit
 
 NOW = 1_800_000_000.0
@@ -16,7 +17,7 @@ EVIL = "<script>alert(1)</script>"
 
 
 def _fill(state: str) -> None:
-    c = open_db(os.path.join(state, "milterguard.db"), components=("hits", "bans"))
+    c = db.open_database(os.path.join(state, "milterguard.db"), [HITS_SCHEMA, BANS_SCHEMA])
     insert_hits(c, [
         Hit(rule_id="helo:non-fqdn", category="bad-helo", stage="helo", action=Action.REJECT,
             client_addr="192.0.2.66", helo=EVIL, sender='"><img src=x>@example.com',

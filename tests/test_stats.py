@@ -8,12 +8,12 @@ import sqlite3
 
 import pytest
 
-from milterguard.store import bans as _bans  # noqa: F401  (registers the bans schema)
 from milterguard.cli import main as cli
 from milterguard.cli import stats as cmd_stats
 from milterguard.store import db
 from milterguard.report import stats
-from milterguard.store.hits import insert_hits, open_db
+from milterguard.store.bans import BANS_SCHEMA
+from milterguard.store.hits import HITS_SCHEMA, insert_hits
 from milterguard.verdict import Action, Hit
 
 NOW = 1_800_000_000.0
@@ -27,7 +27,7 @@ def hit(addr: str, rule: str, category: str, stage: str, ts: float,
 
 @pytest.fixture
 def conn(tmp_path):
-    c = open_db(str(tmp_path / "m.db"), components=("hits", "bans"))
+    c = db.open_database(str(tmp_path / "m.db"), [HITS_SCHEMA, BANS_SCHEMA])
     yield c
     c.close()
 
@@ -128,13 +128,13 @@ def test_old_store_is_migrated(tmp_path):
     path = str(tmp_path / "old.db")
     c = db.connect(path)
     c.execute("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-    for stmt in db.MIGRATIONS["hits"][0]:
+    for stmt in HITS_SCHEMA.migrations[0]:
         c.execute(stmt)
     c.execute("INSERT INTO schema_versions VALUES ('hits', 1)")
     c.execute("INSERT INTO hits (ts, client_addr, stage, rule_id, category, action)"
               " VALUES (?, '192.0.2.8', 'connect', 'dnsbl:zen', 'dnsbl', 'reject')", (NOW,))
     c.close()
-    c = open_db(path, components=("hits", "bans"))
+    c = db.open_database(path, [HITS_SCHEMA, BANS_SCHEMA])
     try:
         st = stats.compute_stats(c, 0, clock=lambda: NOW)
         assert st.total_addresses == 1 and st.rows[0].vector == "dnsbl"
@@ -165,7 +165,7 @@ def test_cli_stats_json_and_table(tmp_path, capsys, monkeypatch):
     os.makedirs(state)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("rules: {site: []}\n")
-    c = open_db(os.path.join(state, "milterguard.db"))
+    c = db.open_database(os.path.join(state, "milterguard.db"), [HITS_SCHEMA])
     insert_hits(c, [hit("192.0.2.1", "gtube", "gtube", "eom", NOW - 10)])
     c.close()
     monkeypatch.setattr(cmd_stats, "clock", lambda: NOW)

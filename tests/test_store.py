@@ -6,7 +6,7 @@ import sqlite3
 import time
 
 from milterguard.store import db
-from milterguard.store.hits import HitStore, count_hits, open_db, parse_duration
+from milterguard.store.hits import HITS_SCHEMA, HitStore, count_hits, parse_duration
 from milterguard.verdict import Action, Hit
 
 
@@ -22,7 +22,7 @@ def test_record_flush_close_writes_every_field(tmp_path):
     store.record(_hits(20, observe=True, queue_id="4AB12C"))
     assert store.flush(10)
     assert store.close()
-    conn = open_db(path)
+    conn = db.open_database(path, [HITS_SCHEMA])
     assert count_hits(conn) == 20
     row = conn.execute("SELECT client_addr, recipients, stage, rule_id, category, action,"
                        " queue_id, observe, source FROM hits LIMIT 1").fetchone()
@@ -34,7 +34,7 @@ def test_v1_database_upgrades_in_place_with_its_data(tmp_path):
     path = str(tmp_path / "old.db")
     conn = db.connect(path)
     conn.execute("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-    for stmt in db.MIGRATIONS["hits"][0]:       # the schema as shipped in version 1
+    for stmt in HITS_SCHEMA.migrations[0]:       # the schema as shipped in version 1
         conn.execute(stmt)
     conn.execute("INSERT INTO schema_versions VALUES ('hits', 1)")
     conn.execute("INSERT INTO hits (ts, client_addr, rule_id, category, action)"
@@ -46,8 +46,8 @@ def test_v1_database_upgrades_in_place_with_its_data(tmp_path):
     hit.authenticated = "alice"   # read when a Hit carries the SASL login
     store.record([hit])
     assert store.close()
-    conn = open_db(path)
-    assert db.schema_version(conn, "hits") == len(db.MIGRATIONS["hits"]) >= 2
+    conn = db.open_database(path, [HITS_SCHEMA])
+    assert db.schema_version(conn, "hits") == HITS_SCHEMA.version >= 2
     rows = conn.execute("SELECT client_addr, rule_id, score, authenticated, source FROM hits"
                         " ORDER BY ts").fetchall()
     assert rows[0] == ("198.51.100.4", "old-rule", 0.0, "", "milter")
@@ -73,7 +73,7 @@ def test_locked_database_during_burst_loses_no_hit(tmp_path):
     assert store.flush(15)
     assert store.close()
     assert store.dropped == 0
-    assert count_hits(open_db(path)) == 1000
+    assert count_hits(db.open_database(path, [HITS_SCHEMA])) == 1000
 
 
 def test_full_queue_drops_and_counts_instead_of_blocking(tmp_path):
@@ -88,7 +88,7 @@ def test_full_queue_drops_and_counts_instead_of_blocking(tmp_path):
         locker.close()
     assert store.close()
     assert store.dropped > 0
-    assert count_hits(open_db(path)) == 200 - store.dropped
+    assert count_hits(db.open_database(path, [HITS_SCHEMA])) == 200 - store.dropped
 
 
 def test_prune_by_retention(tmp_path):
@@ -100,7 +100,7 @@ def test_prune_by_retention(tmp_path):
     assert store.flush()
     assert store.prune() == 1
     store.close()
-    assert [r[0] for r in open_db(path).execute("SELECT client_addr FROM hits")] == ["192.0.2.2"]
+    assert [r[0] for r in db.open_database(path, [HITS_SCHEMA]).execute("SELECT client_addr FROM hits")] == ["192.0.2.2"]
 
 
 def test_parse_duration():

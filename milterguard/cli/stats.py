@@ -46,16 +46,17 @@ def since_time(text: str, now: float) -> float:
 
 def gather(args: argparse.Namespace, now: float) -> tuple[Any, Any, Any]:
     """(config, open connection, Stats) for the stats and report commands."""
-    from milterguard.store import bans as _bans  # noqa: F401  (registers the bans schema)
-    from milterguard.report import stats
     from milterguard.config import load_config
-    from milterguard.store.hits import open_db
+    from milterguard.report import stats
+    from milterguard.store import db
+    from milterguard.store.bans import BANS_SCHEMA
+    from milterguard.store.hits import HITS_SCHEMA
     config = load_config(args.config, args.state_dir)
     since = since_time(args.since, now)
     rule_ids, observe_ids = stats.loaded_rules(config)
     # Migrating here lets an old store answer (missing columns are added);
     # on a fresh path it creates empty tables, so an empty store works.
-    conn = open_db(config.database, components=("hits", "bans"))
+    conn = db.open_database(config.database, [HITS_SCHEMA, BANS_SCHEMA])
     result = stats.compute_stats(conn, since, clock=lambda: now, rule_ids=rule_ids,
                                  observe_rule_ids=observe_ids, top=args.top)
     return config, conn, result

@@ -26,18 +26,16 @@ known triplet only reads, unless its lifetime is due for a refresh.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import logging
 import math
-import queue
 import re
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from milterguard.store import db
 from milterguard.verdict import Action, Finding, Reply
@@ -48,7 +46,8 @@ log = logging.getLogger("milterguard.greylist")
 RULE_ID = "greylist"
 CATEGORY = "greylist"
 
-db.register_migrations("greylist", [
+#: The triplet and auto-allowlist tables.
+GREYLIST_SCHEMA = db.Schema.of("greylist", [
     [
         "CREATE TABLE greylist_triplets ("
         " key BIGINT NOT NULL PRIMARY KEY,"   # signed 64-bit hash of the triplet
@@ -310,47 +309,6 @@ def greylist_reply(retry_in: int) -> Reply:
     return Reply("451", "4.7.1", f"Greylisted, please retry in {retry_in} seconds")
 
 
-# -------------------------------------------------------------------- pool
-
-class ConnectionPool:
-    """Connections handed to one thread at a time; grows to peak concurrency.
-
-    The milter runs a thread per SMTP connection, and those threads come and
-    go; a pool keeps the number of open database handles at the peak number
-    of concurrent lookups instead of one per thread ever started.
-    """
-
-    def __init__(self, path: str, max_idle: int = 16) -> None:
-        self.path = path
-        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-        self._max_idle = max_idle
-        self._closed = False
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
-            conn = db.connect(self.path)
-        ok = False
-        try:
-            yield conn
-            ok = True
-        finally:
-            if ok and not self._closed and self._idle.qsize() < self._max_idle:
-                self._idle.put(conn)
-            else:
-                conn.close()
-
-    def close(self) -> None:
-        self._closed = True
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
-
-
 # ---------------------------------------------------------------- greylist
 
 class Greylist:
@@ -360,9 +318,9 @@ class Greylist:
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
-        self.pool = ConnectionPool(database)
+        self.pool = db.ConnectionPool.for_path(database)
         with self.pool.connection() as conn:
-            db.migrate(conn, ["greylist"])
+            db.migrate(conn, [GREYLIST_SCHEMA])
         self._cleanup_lock = threading.Lock()
         self._next_cleanup = clock() + settings.cleanup_interval
 
@@ -460,16 +418,11 @@ class Greylist:
                              " WHERE key = ?", (now, now + s.lifetime, key))
             res.outcome = "known"
             return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with db.transaction(conn):
             # Read again under the write lock: another thread may have
             # inserted or passed this triplet since.
             row = conn.execute(select, (key,)).fetchone()
             self._write_decision(conn, res, key, row, now)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def _write_decision(self, conn: sqlite3.Connection, res: GreylistResult, key: int,
                         row: tuple | None, now: float) -> None:

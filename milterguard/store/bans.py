@@ -31,13 +31,14 @@ from typing import Any, Callable, Iterable
 
 from milterguard.store import db
 from milterguard.errors import MilterguardError
-from milterguard.store.hits import parse_duration
+from milterguard.store.hits import HITS_SCHEMA, parse_duration
 
 log = logging.getLogger("milterguard.bans")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-db.register_migrations("bans", [
+#: The bans and ban_events tables (the engine also reads the hits table).
+BANS_SCHEMA = db.Schema.of("bans", [
     [
         "CREATE TABLE bans ("
         " addr VARCHAR(64) PRIMARY KEY,"
@@ -250,7 +251,7 @@ class BanEngine:
         self.conn = conn
         self.policy = policy
         self.clock = clock
-        db.migrate(conn, ["hits", "bans"])
+        db.migrate(conn, [HITS_SCHEMA, BANS_SCHEMA])
 
     # -- reading -------------------------------------------------------
 
@@ -371,15 +372,10 @@ class BanEngine:
                 candidates[key] = (duration, ban)
         new = [ban for _, ban in candidates.values()]
         if new:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            with db.transaction(self.conn):
                 for ban in new:
                     self._save(ban, existing.get(ban.addr) is not None)
                     self._event(ban.addr, "ban", ban.category, ban.reason, ban.expires)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
             for ban in new:
                 log.info("event=ban addr=%s category=%s hits=%d ban_number=%d seconds=%d",
                          ban.addr, ban.category, ban.hit_count, ban.ban_count,
@@ -405,14 +401,9 @@ class BanEngine:
         old = self.all_bans().get(key)
         ban = Ban(key, category, reason, now, now, 0, now, now + duration, True,
                   (old.ban_count + 1) if old else 1, now)
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with db.transaction(self.conn):
             self._save(ban, old is not None)
             self._event(key, "add", category, reason, ban.expires)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         log.info("event=ban_add addr=%s seconds=%d reason=%r", key, int(duration), reason)
         return ban
 
@@ -432,15 +423,10 @@ class BanEngine:
             raise MilterguardError(f"{network_key(net)} is not banned")
         old.expires = now
         old.counted_after = now
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with db.transaction(self.conn):
             self.conn.execute("UPDATE bans SET expires = ?, counted_after = ? WHERE addr = ?",
                               (now, now, key))
             self._event(key, "remove", old.category, reason, now)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         log.info("event=ban_remove addr=%s reason=%r", key, reason)
         return old
 

@@ -1,33 +1,61 @@
-"""The project's database: one SQLite file (PostgreSQL later), versioned schema.
+"""The project's database layer: connections, transactions, versioned schema.
 
-Each component (hits, bans, greylist, ...) owns a list of migrations; the
-version each component has reached is kept in ``schema_versions``, so an
-older database upgrades in place on open and no query ever meets a missing
-column. Migrations are plain, portable SQL statements.
+One SQLite file today (PostgreSQL comes later, behind the same functions):
+every component that keeps tables (hits, bans, greylist, logscan) declares
+a ``Schema`` next to its queries, and whoever opens the database names the
+schemas it needs (``open_database(path, [HITS, BANS])``). Nothing is
+registered at import time, so what a command reads never depends on which
+modules happened to be imported before it.
+
+The version each component has reached is kept in ``schema_versions``, so
+an older database upgrades in place on open and no query ever meets a
+missing column. Migrations are plain, portable SQL statements.
+
+Every write that must be atomic goes through ``transaction()``; the pool
+hands connections to short-lived threads (the milter runs one per SMTP
+connection) so the number of open handles follows peak concurrency.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import sqlite3
 import threading
-from typing import Sequence
-
-#: component name -> ordered list of migrations; each migration is a list of
-#: SQL statements. Append only: never edit a migration that has shipped.
-MIGRATIONS: dict[str, list[Sequence[str]]] = {}
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
 
 
-def register_migrations(component: str, migrations: list[Sequence[str]]) -> None:
-    """Declare a component's schema history (called at import time)."""
-    MIGRATIONS[component] = migrations
+@dataclass(frozen=True)
+class Schema:
+    """One component's tables: its name in ``schema_versions`` and its history.
+
+    ``migrations`` is ordered; each migration is a sequence of SQL
+    statements run in one transaction. Append only: never edit a migration
+    that has shipped, because databases in the field already ran it.
+    """
+
+    component: str
+    migrations: tuple[tuple[str, ...], ...]
+
+    @classmethod
+    def of(cls, component: str, migrations: Sequence[Sequence[str]]) -> "Schema":
+        return cls(component, tuple(tuple(step) for step in migrations))
+
+    @property
+    def version(self) -> int:
+        """The version a fully migrated database reports for this component."""
+        return len(self.migrations)
 
 
 def connect(path: str, timeout: float = 5.0) -> sqlite3.Connection:
     """Open the database file in WAL mode, creating its directory.
 
-    ``check_same_thread=False`` because the store's writer thread and the
-    CLI share the connection type; each thread still opens its own.
+    Autocommit (``isolation_level=None``): a transaction is only ever the one
+    ``transaction()`` opens, never one the driver opened behind our back.
+    ``check_same_thread=False`` because the pool hands a connection to
+    whichever thread asks next (one thread at a time).
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -39,33 +67,107 @@ def connect(path: str, timeout: float = 5.0) -> sqlite3.Connection:
     return conn
 
 
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run the block as one write transaction: all of it commits, or none.
+
+    BEGIN IMMEDIATE takes the write lock up front, so a read-then-write
+    block never fails half-way on a lock another writer took after our read.
+    If the block (or COMMIT) fails, the transaction is rolled back and the
+    original error propagates; a failing ROLLBACK (SQLite may already have
+    rolled back by itself, e.g. on a full disk) must not hide that error.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
 _migrate_lock = threading.Lock()
 
 
-def migrate(conn: sqlite3.Connection, components: Sequence[str] | None = None) -> None:
-    """Bring the named components (default: all registered) up to date."""
+def migrate(conn: sqlite3.Connection, schemas: Sequence[Schema]) -> None:
+    """Bring the given components' tables up to date (each step atomic)."""
     with _migrate_lock:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_versions ("
                      " component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-        for name in components or sorted(MIGRATIONS):
-            steps = MIGRATIONS[name]
-            row = conn.execute("SELECT version FROM schema_versions WHERE component=?",
-                               (name,)).fetchone()
-            current = row[0] if row else 0
-            for version in range(current + 1, len(steps) + 1):
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for stmt in steps[version - 1]:
+        for schema in schemas:
+            current = schema_version(conn, schema.component)
+            for version in range(current + 1, schema.version + 1):
+                with transaction(conn):
+                    for stmt in schema.migrations[version - 1]:
                         conn.execute(stmt)
                     conn.execute("INSERT OR REPLACE INTO schema_versions(component, version)"
-                                 " VALUES (?, ?)", (name, version))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+                                 " VALUES (?, ?)", (schema.component, version))
+
+
+def open_database(path: str, schemas: Sequence[Schema],
+                  timeout: float = 5.0) -> sqlite3.Connection:
+    """Connect and bring the named components' tables up to date.
+
+    Migrating on open lets an old database answer (missing columns are
+    added) and a fresh path work at once (empty tables are created).
+    """
+    conn = connect(path, timeout=timeout)
+    try:
+        migrate(conn, schemas)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def schema_version(conn: sqlite3.Connection, component: str) -> int:
+    """The migration a component's tables have reached (0: none yet)."""
     row = conn.execute("SELECT version FROM schema_versions WHERE component=?",
                        (component,)).fetchone()
     return row[0] if row else 0
+
+
+class ConnectionPool:
+    """Connections handed to one thread at a time; grows to peak concurrency.
+
+    The milter runs a thread per SMTP connection, and those threads come and
+    go; a pool keeps the number of open database handles at the peak number
+    of concurrent users instead of one per thread ever started. A connection
+    whose block raised is closed rather than reused: it may be mid-transaction
+    or broken.
+    """
+
+    def __init__(self, opener: Callable[[], sqlite3.Connection], max_idle: int = 16) -> None:
+        self._opener = opener
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._max_idle = max_idle
+        self._closed = False
+
+    @classmethod
+    def for_path(cls, path: str, max_idle: int = 16) -> "ConnectionPool":
+        return cls(lambda: connect(path), max_idle)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._opener()
+        ok = False
+        try:
+            yield conn
+            ok = True
+        finally:
+            if ok and not self._closed and self._idle.qsize() < self._max_idle:
+                self._idle.put(conn)
+            else:
+                conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return

@@ -36,7 +36,8 @@ HIT_COLUMNS = ("ts", "client_addr", "helo", "sender", "recipients", "stage",
 # Append-only. Migration 1 is the first shipped schema; migration 2 added
 # score, the SASL login of authenticated clients (so bans can skip them)
 # and the source of each hit. Migration 3 added two covering indexes for stats.
-db.register_migrations("hits", [
+#: The hits table. Open a database that records or reads hits with it.
+HITS_SCHEMA = db.Schema.of("hits", [
     [
         "CREATE TABLE hits ("
         " id INTEGER PRIMARY KEY,"
@@ -86,29 +87,13 @@ def hit_row(hit: Hit, source: str = "milter") -> tuple[Any, ...]:
             str(getattr(hit, "source", "") or source))
 
 
-def open_db(path: str, timeout: float = 5.0,
-            components: Sequence[str] = ("hits",)) -> sqlite3.Connection:
-    """Connect and bring the named components' tables up to date."""
-    conn = db.connect(path, timeout=timeout)
-    db.migrate(conn, list(components))
-    return conn
-
-
 def insert_hits(conn: sqlite3.Connection, hits: Iterable[Hit], source: str = "milter") -> int:
     """Write hits in one transaction (for the writer thread and for logscan)."""
     rows = [hit_row(h, source) for h in hits]
     if not rows:
         return 0
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with db.transaction(conn):
         conn.executemany(_INSERT, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-        raise
     return len(rows)
 
 
@@ -183,7 +168,7 @@ class HitStore:
         self._last_prune = clock()   # first prune one interval after start
         # Create or upgrade the schema now, so a broken database shows at
         # start-up rather than as dropped hits later.
-        conn = open_db(path)
+        conn = db.open_database(path, [HITS_SCHEMA])
         conn.close()
         self._thread = threading.Thread(target=self._run, name="hitstore-writer", daemon=True)
         self._thread.start()
@@ -253,7 +238,7 @@ class HitStore:
         age = self.retention if older_than is None else older_than
         if age <= 0:
             return 0
-        conn = open_db(self.path)
+        conn = db.connect(self.path)
         try:
             return prune_hits(conn, self.clock() - age)
         finally:

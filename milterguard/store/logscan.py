@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from milterguard.store import db
-from milterguard.store.hits import insert_hits
+from milterguard.store.hits import HITS_SCHEMA, insert_hits
 from milterguard.verdict import Action, Hit
 
 PROBE_PREFIX = "milterguard-probe: "
 
-db.register_migrations("logscan", [
+#: Where each log file was read up to (the scanner also writes hits).
+LOGSCAN_SCHEMA = db.Schema.of("logscan", [
     [
         "CREATE TABLE logscan_state ("
         " path VARCHAR(1024) PRIMARY KEY,"
@@ -210,7 +211,7 @@ class LogScanner:
         self.path = path
         self.clock = clock
         self.batch = batch
-        db.migrate(conn, ["hits", "logscan"])
+        db.migrate(conn, [HITS_SCHEMA, LOGSCAN_SCHEMA])
 
     def _state(self) -> tuple[int, int, str] | None:
         row = self.conn.execute("SELECT inode, file_offset, head FROM logscan_state"

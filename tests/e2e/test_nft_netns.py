@@ -17,7 +17,8 @@ import uuid
 
 import pytest
 
-from milterguard.store.hits import insert_hits, open_db
+from milterguard.store import db
+from milterguard.store.hits import HITS_SCHEMA, insert_hits
 from milterguard.verdict import Action, Hit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -104,7 +105,7 @@ bans:
 """)
     state = str(tmp_path / "state")
     os.makedirs(state)
-    conn = open_db(os.path.join(state, "milterguard.db"))
+    conn = db.open_database(os.path.join(state, "milterguard.db"), [HITS_SCHEMA])
     now = time.time()
     insert_hits(conn, [Hit("helo.fqdn", "helo", "helo", Action.REJECT, client_addr=addr, ts=now - i)
                        for addr in (BANNED_IP, ALLOWED_IP) for i in range(4)])

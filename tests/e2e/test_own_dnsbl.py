@@ -16,7 +16,8 @@ import pytest
 from milterguard.config import load_config
 from milterguard.gates.dnsbl import DnsblChecker
 from milterguard.gates.dns import DnsQuery
-from milterguard.store.hits import insert_hits, open_db
+from milterguard.store import db
+from milterguard.store.hits import HITS_SCHEMA, insert_hits
 from milterguard.verdict import Action, Hit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -48,7 +49,7 @@ bans:
   default: {max_hits: 2, ban_time: 1h}
   exporters: [rbldnsd]
 """)
-    conn = open_db(str(state / "milterguard.db"))
+    conn = db.open_database(str(state / "milterguard.db"), [HITS_SCHEMA])
     now = time.time()
     insert_hits(conn, [Hit("helo.fqdn", "helo", "helo", Action.REJECT, client_addr=addr, ts=now - i)
                        for addr in ("192.0.2.66", "2001:db8:5:6::1") for i in range(3)])

@@ -16,10 +16,11 @@ import tempfile
 
 import pytest
 
-from milterguard.store import bans as _bans  # noqa: F401
 from milterguard.cli import main as cli
 from milterguard.cli import report as cmd_report
-from milterguard.store.hits import insert_hits, open_db
+from milterguard.store.bans import BANS_SCHEMA
+from milterguard.store import db
+from milterguard.store.hits import HITS_SCHEMA, insert_hits
 from milterguard.verdict import Action, Hit
 
 NOW = 1_800_000_000.0
@@ -48,7 +49,7 @@ def chromium(profile: str, *args: str) -> subprocess.CompletedProcess:
 def report(tmp_path, monkeypatch) -> str:
     state = str(tmp_path / "state")
     os.makedirs(state)
-    conn = open_db(os.path.join(state, "milterguard.db"), components=("hits", "bans"))
+    conn = db.open_database(os.path.join(state, "milterguard.db"), [HITS_SCHEMA, BANS_SCHEMA])
     hits = []
     for i in range(40):
         hits.append(Hit(rule_id=["dnsbl:zen", "helo:non-fqdn", "gtube", "pharmacy-subject"][i % 4],
