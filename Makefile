@@ -1,5 +1,6 @@
 # milterguard: build, test, demo and bench on Debian 12.
-#   make deps    system packages (apt; skipped when all present)
+#   make deps    system packages for the tests (apt; skipped when all present)
+#   make deps-demo  only what the demo uses (no Postfix, no Chromium)
 #   make venv    .venv with milterguard installed editable, plus test and lint tools
 #   make test    the test suite (real Postfix, rbldnsd, nftables in namespaces)
 #   make demo    run the daemon on the shipped defaults, replay samples/ through it
@@ -12,17 +13,21 @@ VPY := $(VENV)/bin/python
 STATE := $(CURDIR)/state
 DEMO_SOCKET := unix:$(STATE)/milterguard.sock
 
-.PHONY: all deps venv test demo bench eval clean
+.PHONY: all deps deps-demo venv test demo bench eval clean
 
 all: test
 
 deps:
-	bash scripts/install-deps.sh
+	bash scripts/install-deps.sh test
+
+deps-demo:
+	bash scripts/install-deps.sh demo
 
 # Re-install only when the package metadata changed.
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml | deps
+# Needs only the demo's packages (a C compiler and libmilter for pymilter).
+$(VENV)/.installed: pyproject.toml | deps-demo
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -e '.[test,lint]'
@@ -33,7 +38,7 @@ test: deps venv
 
 # The daemon runs in the background while replay talks to it; it is stopped
 # whatever replay's outcome, and replay's exit status is make's.
-demo: deps venv
+demo: deps-demo venv
 	@mkdir -p $(STATE)
 	@rm -f $(STATE)/milterguard.sock
 	@set -u; \

@@ -41,6 +41,29 @@ def test_nftables_batch_shape():
     assert "add element inet milterguard banned6 { 2001:db8:1:2::/64 timeout 30s }" in text
 
 
+def test_nftables_drops_mail_ports_only_unless_all():
+    default = render_nftables(ENTRIES, NOW)
+    assert "ip saddr @banned4 tcp dport { 25, 465, 587 } counter drop" in default
+    assert "ip6 saddr @banned6 tcp dport { 25, 465, 587 } counter drop" in default
+    everything = render_nftables(ENTRIES, NOW, ports=None)
+    assert "ip saddr @banned4 counter drop" in everything
+    assert "dport" not in everything
+
+
+def test_nftables_ports_setting(tmp_path):
+    from milterguard.config import load_config
+    from milterguard.errors import ConfigError
+    from milterguard.store.exporters import ban_ports
+    site = tmp_path / "site.yaml"
+    assert ban_ports(load_config(None).section("bans")["nftables"]) == (25, 465, 587)
+    site.write_text("bans:\n  nftables:\n    ports: all\n")
+    assert ban_ports(load_config(str(site)).section("bans")["nftables"]) is None
+    site.write_text("bans:\n  nftables:\n    ports: [25, smtp]\n")
+    with pytest.raises(ConfigError) as info:
+        ban_ports(load_config(str(site)).section("bans")["nftables"])
+    assert f"{site}:3" in str(info.value) and "ports" in str(info.value)
+
+
 @pytest.fixture
 def netns():
     name = f"mgx{uuid.uuid4().hex[:8]}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import textwrap
 
 import pytest
@@ -144,3 +146,47 @@ def test_shipped_rules_are_valid():
     assert len(rs) > 10
     categories = {r.category for r in rs.rules.values()}
     assert {"gtube", "pharmacy", "phishing", "dangerous-attachment"} <= categories
+
+
+def test_missing_shipped_rules_are_an_error_unless_switched_off(tmp_path, monkeypatch):
+    """An install without its rules must not run (it would accept all spam)."""
+    import os
+    import subprocess
+    import sys
+
+    from milterguard.ruleset import rules as rules_mod
+    empty = tmp_path / "no-rules"
+    empty.mkdir()
+    monkeypatch.setattr(rules_mod, "shipped_rules_dir", lambda: str(empty))
+    with pytest.raises(ConfigErrors) as info:
+        load_ruleset(True, [])
+    assert f"no shipped rule files in {empty}" in str(info.value)
+    assert "rules.shipped: false" in str(info.value)
+    site = write(tmp_path, "site.yaml", "rules:\n  - {id: x, target: body, phrases: [x]}\n")
+    assert len(load_ruleset(False, [site])) == 1
+    # Through the command: `check` exits 1 with the message, no traceback.
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; from milterguard.ruleset import rules; "
+            f"rules.shipped_rules_dir = lambda: {str(empty)!r}; "
+            "from milterguard.cli.main import main; sys.exit(main(['check', '--no-dynamic']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=repo))
+    assert proc.returncode == 1
+    assert "no shipped rule files in" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_check_names_where_the_rules_came_from(tmp_path):
+    from milterguard.cli.main import main
+    from milterguard.ruleset.rules import rule_files, shipped_rules_dir
+    site_dir = tmp_path / "rules.d"
+    site_dir.mkdir()
+    write(site_dir, "a.yaml", "rules:\n  - {id: x, target: body, phrases: [x]}\n")
+    config = write(tmp_path, "c.yaml", f"rules:\n  site: [{site_dir}, {tmp_path}/absent]\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["check", "-c", config, "--no-dynamic"]) == 0
+    lines = out.getvalue().splitlines()
+    shipped = len(rule_files([shipped_rules_dir()]))
+    assert f"shipped rules: {shipped_rules_dir()} ({shipped} files)" in lines
+    assert f"site rules: {site_dir} (1 file)" in lines
+    assert f"site rules: {tmp_path}/absent (0 files, not found)" in lines

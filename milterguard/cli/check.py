@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from milterguard.cli.main import add_config_arguments
@@ -58,4 +59,9 @@ def check(args: argparse.Namespace) -> int:
         rs = policy.ruleset
         print(f"ok: {len(rs)} rules from {len(rs.sources)} files; "
               f"{len(rs.matchers)} compiled targets; {len(findings)} lint warning(s)")
+        # Which copy of the rules was read: an installed package, the
+        # checkout, or /usr/share, and whether the site directory exists.
+        for layer, path, count in rs.origins:
+            state = "" if os.path.exists(path) else ", not found"
+            print(f"{layer} rules: {path} ({count} file{'' if count == 1 else 's'}{state})")
     return 0

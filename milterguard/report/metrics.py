@@ -187,13 +187,34 @@ class Metrics:
             self.registry.register(self._collector)
 
     def serve(self, host: str, port: int) -> int:
-        """Start the HTTP listener; returns the bound port (0 picks one)."""
-        from prometheus_client import start_http_server
+        """Start the HTTP listener; returns the bound port (0 picks one).
+
+        Our own small WSGI server around prometheus_client's app, not its
+        ``start_http_server``: that returns the server (needed for the bound
+        port and for close) only from 0.17 on, and Debian 12 ships 0.16.
+        """
+        import socket
+        import socketserver
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+        from prometheus_client import make_wsgi_app
+
+        class Server(socketserver.ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # one access line per scrape would drown the daemon's log
+
         try:
-            self._server, self._thread = start_http_server(port, addr=host,
-                                                           registry=self.registry)
+            self._server = make_server(host, port, make_wsgi_app(self.registry),
+                                       Server, handler_class=QuietHandler)
         except OSError as exc:
             raise MilterguardError(f"metrics: cannot listen on {host}:{port}: {exc}") from None
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="metrics-http", daemon=True)
+        self._thread.start()
         bound = int(self._server.server_address[1])
         log.info("event=metrics-listen addr=%s port=%d", host, bound)
         return bound

@@ -13,6 +13,7 @@ import glob
 import os
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Iterable
 
 import regex
@@ -40,16 +41,25 @@ DEFAULT_REPLY = {
 }
 
 
+#: Where a Debian (or other distribution) package puts the shipped rules
+#: when it keeps data out of the Python tree.
+SYSTEM_RULES_DIR = os.path.join(sys.prefix, "share", "milterguard", "rules")
+
+
 def shipped_rules_dir() -> str:
-    """rules/ beside the package (source checkout), else the installed copy."""
-    # milterguard/ruleset/rules.py -> the checkout's top directory
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    candidates = [os.path.join(here, "rules"),
-                  os.path.join(sys.prefix, "share", "milterguard", "rules")]
-    for path in candidates:
+    """The shipped rule set: the package's ``data/rules``, else the system copy.
+
+    In a checkout ``milterguard/data/rules`` is a symlink to the top-level
+    ``rules/`` folder (the one place rules are edited), so the checkout, an
+    editable install and a wheel (where the build copies the files in) all
+    read the same files. Returns the first candidate that exists, or the
+    package path when none does (load_ruleset then says nothing is there).
+    """
+    packaged = str(resources.files("milterguard.data").joinpath("rules"))
+    for path in (packaged, SYSTEM_RULES_DIR):
         if os.path.isdir(path):
-            return path
-    return candidates[0]
+            return os.path.realpath(path)
+    return packaged
 
 
 def parse_reply(text: str, action: str) -> Reply:
@@ -284,9 +294,13 @@ def rule_files(paths: Iterable[str]) -> list[str]:
 class RuleSet:
     """All active rules, compiled per target. Immutable once built."""
 
-    def __init__(self, rules: list[Rule], sources: list[str]) -> None:
+    def __init__(self, rules: list[Rule], sources: list[str],
+                 origins: list[tuple[str, str, int]] | None = None) -> None:
         self.rules = {r.id: r for r in rules}
         self.sources = sources
+        #: (layer, file or directory as configured, rule files read there):
+        #: what `check` shows so an admin sees which copy was loaded.
+        self.origins = origins or []
         by_target: dict[str, tuple[list[tuple[str, str]], list[tuple[str, Any]]]] = {}
         self.presence: list[Rule] = []
         self.compounds: list[Rule] = []
@@ -338,9 +352,24 @@ def load_ruleset(shipped: bool, site_paths: Iterable[str]) -> RuleSet:
     """
     errors: list[ConfigError] = []
     layers = []
+    origins: list[tuple[str, str, int]] = []
     if shipped:
-        layers.append(rule_files([shipped_rules_dir()]))
-    layers.append(rule_files(list(site_paths)))
+        shipped_dir = shipped_rules_dir()
+        files = rule_files([shipped_dir])
+        if not files:
+            # An install without its rules would accept all spam in silence.
+            raise ConfigErrors([ConfigError(
+                f"no shipped rule files in {shipped_dir}: the installation is "
+                "incomplete (set rules.shipped: false to run on site rules only)",
+                field="rules.shipped")])
+        layers.append(files)
+        origins.append(("shipped", shipped_dir, len(files)))
+    site_files: list[str] = []
+    for path in site_paths:
+        found = rule_files([path])
+        origins.append(("site", path, len(found)))
+        site_files.extend(found)
+    layers.append(site_files)
     merged: dict[str, Rule] = {}
     sources: list[str] = []
     for files in layers:
@@ -366,4 +395,4 @@ def load_ruleset(shipped: bool, site_paths: Iterable[str]) -> RuleSet:
                                           file=rule.file, line=rule.line, field="all/any/none", rule=rule.id))
     if errors:
         raise ConfigErrors(errors)
-    return RuleSet(active, sources)
+    return RuleSet(active, sources, origins)

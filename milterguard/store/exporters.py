@@ -6,7 +6,9 @@ rbldnsd's reload, named, Postfix) never sees half a file:
 
 - ``nftables``: one ``nft -f`` batch that re-creates ``table inet
   milterguard`` with the sets ``banned4`` and ``banned6`` (``flags
-  interval, timeout``) and a drop rule in an input chain. Elements carry
+  interval, timeout``) and a drop rule in an input chain for the mail
+  ports only (``bans.nftables.ports``, default 25, 465 and 587; ``all``
+  drops every packet, SSH too). Elements carry
   their remaining time, so the kernel expires them between syncs. The batch
   deletes and re-creates the table in one transaction: loading it again
   after a firewall reload restores everything, and loading it twice never
@@ -120,8 +122,34 @@ def _stamp_minute(minute: int) -> str:
 
 # -- nftables ------------------------------------------------------------
 
+#: What a ban blocks unless the config says otherwise: SMTP, submissions
+#: (TLS and STARTTLS). A ban earned by mail abuse should not lock the
+#: sender's network out of SSH or the web; ``ports: all`` does that.
+DEFAULT_BAN_PORTS = (25, 465, 587)
+
+
+def ban_ports(section: Any) -> tuple[int, ...] | None:
+    """``bans.nftables.ports``: a list of TCP ports, or ``all`` (None)."""
+    value = section.get("ports", list(DEFAULT_BAN_PORTS)) if section is not None else None
+    if value is None:
+        return DEFAULT_BAN_PORTS
+    if value == "all":
+        return None
+    ok = isinstance(value, list) and value and all(
+        isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in value)
+    if not ok:
+        message = "must be a list of TCP ports (1-65535) or \"all\""
+        if hasattr(section, "error"):
+            raise section.error(message, "ports")
+        raise MilterguardError(f"bans.nftables.ports {message}")
+    return tuple(value)
+
+
 def render_nftables(entries: Sequence[ExportEntry], now: float, table: str = "milterguard",
-                    priority: int = -10, chunk: int = 2000) -> str:
+                    priority: int = -10, chunk: int = 2000,
+                    ports: Sequence[int] | None = DEFAULT_BAN_PORTS) -> str:
+    """The batch; ``ports`` None drops everything from a banned address."""
+    match = "" if ports is None else f"tcp dport {{ {', '.join(str(p) for p in ports)} }} "
     lines = [
         f"# milterguard bans, generated {_stamp(now)}: {len(entries)} entries.",
         "# Load as one transaction: nft -f THIS_FILE",
@@ -132,8 +160,8 @@ def render_nftables(entries: Sequence[ExportEntry], now: float, table: str = "mi
         "\tset banned6 {", "\t\ttype ipv6_addr", "\t\tflags interval, timeout", "\t}",
         "\tchain input {",
         f"\t\ttype filter hook input priority {priority}; policy accept;",
-        "\t\tip saddr @banned4 counter drop",
-        "\t\tip6 saddr @banned6 counter drop",
+        f"\t\tip saddr @banned4 {match}counter drop",
+        f"\t\tip6 saddr @banned6 {match}counter drop",
         "\t}",
         "}",
     ]
@@ -287,7 +315,8 @@ def run_exporters(names: Sequence[str], entries: Sequence[ExportEntry], now: flo
         result = ExportResult(name, [])
         if name == "nftables":
             path = _path(sub, "path", "{state_dir}/bans.nft", state_dir)
-            write_atomic(path, render_nftables(entries, now, str(sub.get("table", "milterguard"))))
+            write_atomic(path, render_nftables(entries, now, str(sub.get("table", "milterguard")),
+                                               ports=ban_ports(sub)))
             result.paths.append(path)
             if load_firewall:
                 _load([*nft_command, "-f", path], run)

@@ -1,7 +1,7 @@
 """Real nftables in a network namespace: a banned client is dropped, then
-let in again when the ban's kernel timeout runs out; an allowlisted
-client is never in the set; a re-sync restores the set after a firewall
-reload.
+let in again when the ban's kernel timeout runs out; a port not named in
+``bans.nftables.ports`` stays open to it; an allowlisted client is never
+in the set; a re-sync restores the set after a firewall reload.
 
 Two namespaces joined by a veth pair, with RFC 5737 addresses only inside
 them. Nothing touches the machine's own namespace.
@@ -23,19 +23,25 @@ from milterguard.verdict import Action, Hit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVER_IP, BANNED_IP, ALLOWED_IP, PORT = "192.0.2.1", "192.0.2.10", "192.0.2.20", 2525
+#: A port the ban does not cover (think SSH): must stay reachable.
+OTHER_PORT = 2222
 BAN_SECONDS = 5
 
 SERVER_SCRIPT = """
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("%s", %d))
-s.listen(16)
+import selectors, socket
+sel = selectors.DefaultSelector()
+for port in (%d, %d):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("%s", port))
+    s.listen(16)
+    sel.register(s, selectors.EVENT_READ)
 print("ready", flush=True)
 while True:
-    c, _ = s.accept()
-    c.close()
-""" % (SERVER_IP, PORT)
+    for key, _ in sel.select():
+        c, _ = key.fileobj.accept()
+        c.close()
+""" % (PORT, OTHER_PORT, SERVER_IP)
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -71,10 +77,10 @@ def namespaces():
         sh("ip", "netns", "del", client, check=False)
 
 
-def connects(client_ns: str, source: str) -> bool:
+def connects(client_ns: str, source: str, port: int = PORT) -> bool:
     code = ("import socket,sys\n"
             "try:\n"
-            f"    socket.create_connection(('{SERVER_IP}', {PORT}), timeout=1.0,"
+            f"    socket.create_connection(('{SERVER_IP}', {port}), timeout=1.0,"
             f" source_address=('{source}', 0)).close()\n"
             "except OSError:\n    sys.exit(1)\n")
     return sh("ip", "netns", "exec", client_ns, sys.executable, "-c", code, check=False).returncode == 0
@@ -102,6 +108,7 @@ allowlist:
 bans:
   default: {{find_time: 10m, max_hits: 3, ban_time: {BAN_SECONDS}s}}
   exporters: [nftables]
+  nftables: {{ports: [{PORT}]}}
 """)
     state = str(tmp_path / "state")
     os.makedirs(state)
@@ -117,6 +124,7 @@ bans:
     members = nft_set(server)
     assert BANNED_IP in members and ALLOWED_IP not in members
     assert not connects(client, BANNED_IP)
+    assert connects(client, BANNED_IP, OTHER_PORT)
     assert connects(client, ALLOWED_IP)
 
     # A firewall reload wipes our table; the next sync restores it.
