@@ -2,7 +2,10 @@
 
 Admins need "rules/pharmacy.yaml:14: rule pharm-1: field action: ..." rather
 than a bare KeyError, so mappings and lists loaded here carry their file and
-the line of each key/item.
+the line of each key/item. The typed readers on ``LDict`` (flag, number,
+integer, duration, strings, networks) are the one place where a config
+field is checked and turned into a value, so every component reports a bad
+field the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from typing import Any
 
 import yaml
 
+from milterguard.clientaddr import IPNetwork, parse_network
+from milterguard.duration import HINT as DURATION_HINT
+from milterguard.duration import DurationError, parse_duration
 from milterguard.errors import ConfigError
 
 
@@ -47,6 +53,41 @@ class LDict(dict):
             what = f"a number of {unit}" if unit else "a number"
             raise self.error(f"must be {what} from {low:g} to {high:g}", key, rule)
         return float(value)
+
+    def integer(self, key: str, default: int, low: int, high: int,
+                rule: str | None = None) -> int:
+        """A whole number within [low, high], or a ConfigError naming where it is wrong."""
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.error(f"must be an integer from {low} to {high}", key, rule)
+        return value
+
+    def duration(self, key: str, default: float | str) -> float:
+        """Seconds from ``300`` or ``5m``/``2d`` (duration.py), or a ConfigError."""
+        try:
+            return parse_duration(self.get(key, default))
+        except DurationError:
+            raise self.error(f"must be a duration ({DURATION_HINT})", key) from None
+
+    def strings(self, key: str) -> list[str]:
+        """A list of strings (absent or empty: []), or a ConfigError."""
+        value = self.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error("must be a list of strings", key)
+        return list(value)
+
+    def networks(self, key: str) -> list[IPNetwork]:
+        """A list of addresses or networks (``192.0.2.0/24``, ``2001:db8::1``)."""
+        value = self.get(key) or []
+        if not isinstance(value, list):
+            raise self.error("must be a list of addresses or networks", key)
+        out = []
+        for item in value:
+            try:
+                out.append(parse_network(item))
+            except ValueError as exc:
+                raise self.error(str(exc), key) from None
+        return out
 
     def error(self, message: str, key: Any = None, rule: str | None = None) -> ConfigError:
         """A ConfigError pointing at this mapping, or at one of its keys."""

@@ -8,7 +8,7 @@ from dnsfixtures import DnsAuthority
 from milterguard.gates.dns import DnsQuery, ResolverSettings
 from milterguard.gates.envelope import (DOMAIN_NONE, DOMAIN_NULL_MX, DOMAIN_OK,
                                          DOMAIN_UNKNOWN, EnvelopeChecks, EnvelopeSettings,
-                                         domain_state, parse_address)
+                                         domain_state, parse_envelope_address)
 from milterguard.verdict import Action
 
 RECORDS = {
@@ -55,7 +55,7 @@ def checks(query):
     ("<postmaster>", "postmaster", "postmaster", ""),
 ])
 def test_parse_valid(raw, text, local, domain):
-    addr = parse_address(raw)
+    addr = parse_envelope_address(raw)
     assert addr is not None
     assert (addr.text, addr.local, addr.domain) == (text, local, domain)
 
@@ -67,18 +67,18 @@ def test_parse_valid(raw, text, local, domain):
                                  "<user name@example.com>", "<@example.com>",
                                  "<user@example.com.>"])
 def test_parse_invalid(raw):
-    assert parse_address(raw) is None
+    assert parse_envelope_address(raw) is None
 
 
 @pytest.mark.parametrize("raw", ["<j..doe@example.com>", "<.user@example.com>",
                                  "<user.@example.com>"])
 def test_dots_anywhere_in_local_part_are_accepted_like_postfix(raw):
     # Real senders use them; refusing them loses legitimate mail.
-    assert parse_address(raw) is not None
+    assert parse_envelope_address(raw) is not None
 
 
 def test_null_sender_is_legal(checks):
-    assert parse_address("<>").null
+    assert parse_envelope_address("<>").null
     assert checks.check_sender("<>") == []
     assert checks.check_sender("") == []
 

@@ -213,6 +213,23 @@ def test_allowlisted_client_skips_gates_but_not_content(engine):
     assert s.eom().verdict.action == Action.REJECT
 
 
+@pytest.mark.parametrize("addr", ["::ffff:192.0.2.3", "IPv6:::ffff:192.0.2.3", "[192.0.2.3]"])
+def test_allowlist_knows_the_mta_notations_of_an_ipv4_client(engine, addr):
+    """A dual-stack listener hands an IPv4 client over as ::ffff:a.b.c.d; it
+    is still the allowlisted IPv4 address (the HELO rule would reject it)."""
+    s = start(engine, addr=addr, helo="bad.example")
+    assert s.trusted
+    s.mail("x@example.com")
+    assert s.rcpt("grey@example.net").action == Action.CONTINUE
+
+
+def test_an_ipv6_client_is_not_the_ipv4_network_it_resembles(engine):
+    s = start(engine, addr="2001:db8::c000:203", helo="bad.example")
+    assert not s.trusted
+    s.mail("x@example.com")
+    assert s.rcpt("grey@example.net").action == Action.REJECT
+
+
 def test_several_messages_per_connection_do_not_leak(engine):
     s = start(engine)
     v, _ = message(s, BASE + [("Subject", "hi")], b"wire the funds\r\n")

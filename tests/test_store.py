@@ -6,7 +6,7 @@ import sqlite3
 import time
 
 from milterguard.store import db
-from milterguard.store.hits import HITS_SCHEMA, HitStore, count_hits, parse_duration
+from milterguard.store.hits import HITS_SCHEMA, HitStore, count_hits
 from milterguard.verdict import Action, Hit
 
 
@@ -101,10 +101,3 @@ def test_prune_by_retention(tmp_path):
     assert store.prune() == 1
     store.close()
     assert [r[0] for r in db.open_database(path, [HITS_SCHEMA]).execute("SELECT client_addr FROM hits")] == ["192.0.2.2"]
-
-
-def test_parse_duration():
-    assert parse_duration("90s") == 90
-    assert parse_duration("10m") == 600
-    assert parse_duration("2d") == 172800
-    assert parse_duration(5) == 5

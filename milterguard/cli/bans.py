@@ -19,9 +19,9 @@ from milterguard.store import db
 from milterguard.cli.main import add_config_arguments
 from milterguard.store.bans import BanEngine, BanPolicy
 from milterguard.config import load_config
+from milterguard.duration import parse_duration
 from milterguard.errors import MilterguardError
 from milterguard.store.exporters import KNOWN_EXPORTERS, entries_from_bans, run_exporters
-from milterguard.store.hits import parse_duration
 
 #: Tests replace this to run the command at another time.
 clock: Callable[[], float] = time.time
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def _sync(args: argparse.Namespace, config: Any, engine: BanEngine) -> int:
     section = config.section("bans")
     new = engine.sync()
-    keep = parse_duration(section.get("keep_expired", "90d"), section, "keep_expired")
+    keep = section.duration("keep_expired", "90d")
     if keep > 0:
         engine.prune(keep)
     now = engine.clock()

@@ -38,7 +38,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def since_time(text: str, now: float) -> float:
-    from milterguard.store.hits import parse_duration
+    from milterguard.duration import parse_duration
     if text.strip().lower() in ("all", "0", ""):
         return 0.0
     return now - parse_duration(text)

@@ -73,22 +73,15 @@ class ResolverSettings:
         if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
             raise section.error("must be a list of IP addresses", "nameservers")
         out.nameservers = tuple(servers)
-        out.port = _int(section, "port", 53, 1, 65535)
+        out.port = section.integer("port", 53, 1, 65535)
         out.timeout = section.number("timeout", 2.0, 0.01, 60.0, "seconds")
         out.cache = section.flag("cache", True)
-        out.min_ttl = _int(section, "cache_min_ttl", 60, 0, 86400)
-        out.max_ttl = _int(section, "cache_max_ttl", 3600, 0, 7 * 86400)
+        out.min_ttl = section.integer("cache_min_ttl", 60, 0, 86400)
+        out.max_ttl = section.integer("cache_max_ttl", 3600, 0, 7 * 86400)
         if out.max_ttl < out.min_ttl:
             raise section.error("must not be smaller than cache_min_ttl", "cache_max_ttl")
-        out.cache_size = _int(section, "cache_size", 10000, 0, 10_000_000)
+        out.cache_size = section.integer("cache_size", 10000, 0, 10_000_000)
         return out
-
-
-def _int(section: LDict, key: str, default: int, low: int, high: int) -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise section.error(f"must be an integer from {low} to {high}", key)
-    return value
 
 
 class DnsQuery:

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from milterguard.clientaddr import parse_client_ip
 from milterguard.gates.dns import NODATA, NXDOMAIN, OK, DnsQuery, DnsResult
 from milterguard.verdict import STRENGTH, Action, Finding, Reply, clean_reply_text
 from milterguard.yamlsrc import LDict, LList
@@ -126,13 +127,10 @@ class DnsblZone:
 
     def query_name(self, addr: str) -> str | None:
         """``7.2.0.192.zone`` / 32 nibbles for IPv6; None if not asked."""
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
+        ip = parse_client_ip(addr)
+        if ip is None:
             return None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if isinstance(ip, ipaddress.IPv4Address):
+        if ip.version == 4:
             if not self.ipv4:
                 return None
             return ".".join(reversed(str(ip).split("."))) + "." + self.zone
@@ -234,12 +232,12 @@ class DnsblChecker:
         mode = section.get("mode", "immediate")
         if mode not in ("immediate", "weighted"):
             raise section.error("must be immediate or weighted", "mode")
-        threshold = _number(section, "threshold", 1.0)
+        threshold = section.number("threshold", 1.0, -1e9, 1e9)
         weighted_action = parse_action(section, "weighted_action",
                                        section.get("weighted_action", "reject"))
-        deadline = _number(section, "deadline", 2.0, 0.01, 60.0)
+        deadline = section.number("deadline", 2.0, 0.01, 60.0)
         self_test = section.flag("self_test", True)
-        interval = _number(section, "self_test_interval", 900.0, 0.0, 7 * 86400.0)
+        interval = section.number("self_test_interval", 900.0, 0.0, 7 * 86400.0)
         default_reply = section.get("reply", DEFAULT_REPLY)
         parse_reply(section, "reply", default_reply)
         zones_cfg = section.get("zones", [])
@@ -464,11 +462,6 @@ def _nibbles(addr: str, zone: str) -> str:
     return ".".join(reversed(ip.exploded.replace(":", ""))) + "." + zone
 
 
-def _number(section: LDict, key: str, default: float, low: float = -1e9,
-            high: float = 1e9, rule: str | None = None) -> float:
-    return section.number(key, default, low, high, rule=rule)
-
-
 def _parse_zone(item: LDict, default_reply: str) -> DnsblZone:
     """One zone; both modes read the same filters (the mode picks action or weight)."""
     name = item.get("name")
@@ -496,7 +489,7 @@ def _parse_zone(item: LDict, default_reply: str) -> DnsblZone:
         raise item.error("must be a non-empty string", "category", name)
     action = parse_action(item, "action", item.get("action", "reject"), name,
                           ("reject", "tempfail", "accept"))
-    weight = _number(item, "weight", 1.0, rule=name)
+    weight = item.number("weight", 1.0, -1e9, 1e9, rule=name)
     reply_name = item.get("reply_name", "")
     if not isinstance(reply_name, str):
         raise item.error("must be a string", "reply_name", name)
@@ -523,7 +516,9 @@ def _parse_zone(item: LDict, default_reply: str) -> DnsblZone:
         if "action" in entry:
             f_action = parse_action(where, "action", entry["action"], name,
                                     ("reject", "tempfail", "accept"))
-        f_weight = _number(where, "weight", weight, rule=name) if "weight" in entry else weight
+        f_weight = weight
+        if "weight" in entry:
+            f_weight = where.number("weight", weight, -1e9, 1e9, rule=name)
         filters.append(CodeFilter(str(entry.get("match")), low, high, mask,
                                   f_category, f_action, f_weight))
     return DnsblZone(name, zone, tuple(filters), flags["ipv4"], flags["ipv6"],

@@ -57,7 +57,7 @@ class Address:
         return self.domain.startswith("[")
 
 
-def parse_address(raw: str) -> Address | None:
+def parse_envelope_address(raw: str) -> Address | None:
     """An RFC 5321 path (with or without <>) to an Address; None if invalid."""
     text = raw.strip()
     if text.startswith("<") and text.endswith(">"):
@@ -154,7 +154,7 @@ class EnvelopeChecks:
     def check_sender(self, sender: str) -> list[Finding]:
         s = self.settings
         shown = shown_text(sender.strip().strip("<>"), 120)
-        addr = parse_address(sender)
+        addr = parse_envelope_address(sender)
         if addr is None:
             if not s.reject_bad_syntax:
                 return []
@@ -195,7 +195,7 @@ class EnvelopeChecks:
     def check_recipient(self, rcpt: str) -> list[Finding]:
         s = self.settings
         shown = shown_text(rcpt.strip().strip("<>"), 120)
-        addr = parse_address(rcpt)
+        addr = parse_envelope_address(rcpt)
         if addr is None or addr.null:
             if not s.reject_bad_syntax:
                 return []

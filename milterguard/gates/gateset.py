@@ -10,7 +10,6 @@ connect/HELO rejects to the first RCPT are the session's business.
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,17 +17,16 @@ from typing import Any, Callable
 
 import dns.resolver
 
+from milterguard.clientaddr import IPNetwork, client_in_networks
 from milterguard.gates.dnsbl import DnsblChecker
 from milterguard.gates.dns import DnsQuery
-from milterguard.gates.envelope import EnvelopeChecks, EnvelopeSettings, parse_address
+from milterguard.gates.envelope import EnvelopeChecks, EnvelopeSettings, parse_envelope_address
 from milterguard.gates.helo import HeloChecks, HeloSettings
 from milterguard.smtpinfo import ClientInfo
 from milterguard.verdict import Finding
 from milterguard.yamlsrc import LDict
 
 log = logging.getLogger("milterguard.gates")
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass
@@ -57,12 +55,7 @@ class CheckExceptions:
                     isinstance(v, str) for v in section[name]):
                 raise section.error("must be a list of strings", name)
         for name in ("addresses", "networks"):
-            for text in section.get(name, []):
-                try:
-                    out.networks.append(ipaddress.ip_network(text, strict=False))
-                except ValueError:
-                    raise section.error(f"not an address or network: {text!r}",
-                                        name) from None
+            out.networks += section.networks(name)
         out.helo_patterns = [p.lower() for p in section.get("helo_patterns", [])]
         out.sender_domains = [d.lower().strip(".") for d in section.get("sender_domains", [])]
         out.recipient_domains = [d.lower().strip(".")
@@ -71,16 +64,8 @@ class CheckExceptions:
 
     def client(self, client: ClientInfo) -> bool:
         """The client's address or HELO name is excepted."""
-        if self.networks and client.addr:
-            try:
-                ip = ipaddress.ip_address(client.addr)
-            except ValueError:
-                ip = None
-            if ip is not None:
-                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-                    ip = ip.ipv4_mapped
-                if any(ip.version == net.version and ip in net for net in self.networks):
-                    return True
+        if self.networks and client_in_networks(client.addr, self.networks):
+            return True
         helo = client.helo.lower()
         return bool(helo) and any(fnmatch.fnmatchcase(helo, p) for p in self.helo_patterns)
 
@@ -94,7 +79,7 @@ class CheckExceptions:
 def _domain_in(address: str, domains: list[str]) -> bool:
     if not domains:
         return False
-    parsed = parse_address(address)
+    parsed = parse_envelope_address(address)
     if parsed is None or not parsed.domain:
         return False
     domain = parsed.domain.lower()

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from milterguard.clientaddr import IPAddress, parse_client_ip, unmapped
 from milterguard.gates.dns import NODATA, NXDOMAIN, OK, DnsQuery
 from milterguard.smtpinfo import ClientInfo
 from milterguard.verdict import Action, Finding, Reply, clean_reply_text
@@ -99,14 +100,8 @@ def parse_address_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Ad
         return None
 
 
-def _same_address(a: Any, b: str) -> bool:
-    try:
-        other = ipaddress.ip_address(b)
-    except ValueError:
-        return False
-    norm = [x.ipv4_mapped if isinstance(x, ipaddress.IPv6Address) and x.ipv4_mapped else x
-            for x in (a, other)]
-    return norm[0] == norm[1]
+def _same_address(literal: IPAddress, own: str) -> bool:
+    return unmapped(literal) == parse_client_ip(own)
 
 
 def shown_text(text: str, limit: int) -> str:

@@ -27,7 +27,6 @@ known triplet only reads, unless its lifetime is due for a refresh.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import math
 import re
@@ -37,6 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from milterguard.clientaddr import IPAddress, IPNetwork, in_networks, network_of, parse_client_ip
 from milterguard.store import db
 from milterguard.verdict import Action, Finding, Reply
 from milterguard.yamlsrc import LDict
@@ -73,9 +73,6 @@ GREYLIST_SCHEMA = db.Schema.of("greylist", [
 
 # --------------------------------------------------------------- normalising
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
 # BATV: prvs=TAG=user (and Microsoft's msprvs1=TAG=user); older btv1==TAG==user.
 _BATV = re.compile(r"^(?:ms)?prvs\d*=[^=]+=(.+)$")
 _BTV1 = re.compile(r"^btv1==[^=]+==(.+)$")
@@ -86,19 +83,6 @@ _SRS1 = re.compile(r"^srs1[=+-][^=]*=[^=]*=[=+-][^=]*=[^=]*=([^=]+)=(.+)$")
 # VERP: the recipient encoded into the local part as "-user=domain".
 _VERP = re.compile(r"^(.+?)[-+][^-+=]*=[^=]*$")
 _DIGITS = re.compile(r"\d+")
-
-
-def parse_duration(value: Any) -> float | None:
-    """Seconds from ``300``, ``"5m"``, ``"2d"``; None if unreadable."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if value >= 0 else None
-    if isinstance(value, str):
-        match = _DURATION.match(value.lower())
-        if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
-    return None
 
 
 def _strip_address(addr: str) -> str:
@@ -152,25 +136,10 @@ def sender_domain(sender: str) -> str:
     return addr.rpartition("@")[2].rstrip(".") if "@" in addr else ""
 
 
-def parse_address(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An IP from the MTA's notation ("IPv6:..." , "[...]", v4-mapped); None if not one."""
-    text = addr.strip().strip("[]")
-    if text[:5].lower() == "ipv6:":
-        text = text[5:]
-    try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        return ip.ipv4_mapped
-    return ip
-
-
-def client_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+def client_network(ip: IPAddress,
                    ipv4_prefix: int, ipv6_prefix: int) -> str:
-    """The network a client is grouped by: sender pools retry from siblings."""
-    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+    """The network a client is grouped by, as stored in the triplet."""
+    return str(network_of(ip, ipv4_prefix, ipv6_prefix))
 
 
 def triplet_key(net: str, sender: str, rcpt: str) -> int:
@@ -194,7 +163,7 @@ class GreylistSettings:
     ipv6_prefix: int = 64
     auto_allowlist_after: int = 5       # 0 = never
     null_sender: str = "greylist"       # or "pass"
-    allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allow_networks: tuple[IPNetwork, ...] = ()
     allow_sender_domains: frozenset[str] = frozenset()
     allow_recipients: frozenset[str] = frozenset()   # "user@dom" or "@dom"
     cleanup_interval: float = 3600.0
@@ -211,20 +180,6 @@ class GreylistSettings:
 
     @classmethod
     def from_section(cls, section: LDict) -> "GreylistSettings":
-        def duration(key: str, default: float) -> float:
-            if key not in section:
-                return default
-            value = parse_duration(section[key])
-            if value is None:
-                raise section.error("must be seconds or a duration like 5m, 2d", key)
-            return value
-
-        def integer(key: str, default: int, low: int, high: int) -> int:
-            value = section.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise section.error(f"must be an integer from {low} to {high}", key)
-            return value
-
         enabled = section.flag("enabled", False)
         null_sender = section.get("null_sender", "greylist")
         if null_sender not in ("greylist", "pass"):
@@ -234,35 +189,25 @@ class GreylistSettings:
             raise section.error("must be HOST:PORT", "policyd_listen")
 
         allow = section.get("allow") or LDict()
-        if not isinstance(allow, dict):
+        if not isinstance(allow, LDict):
             raise section.error("must be a mapping", "allow")
 
-        def str_list(key: str) -> list[str]:
-            value = allow.get(key) or []
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise allow.error("must be a list of strings", key)
-            return [v.strip().lower().rstrip(".") for v in value if v.strip()]
-
-        networks = []
-        for text in str_list("networks"):
-            try:
-                networks.append(ipaddress.ip_network(text, strict=False))
-            except ValueError:
-                raise allow.error(f"not a network: {text}", "networks") from None
+        def lowered(key: str) -> list[str]:
+            return [v.strip().lower().rstrip(".") for v in allow.strings(key) if v.strip()]
 
         settings = cls(
             enabled=enabled,
-            delay=duration("delay", cls.delay),
-            retry_window=duration("retry_window", cls.retry_window),
-            lifetime=duration("lifetime", cls.lifetime),
-            ipv4_prefix=integer("ipv4_prefix", 24, 8, 32),
-            ipv6_prefix=integer("ipv6_prefix", 64, 16, 128),
-            auto_allowlist_after=integer("auto_allowlist_after", 5, 0, 1_000_000),
+            delay=section.duration("delay", cls.delay),
+            retry_window=section.duration("retry_window", cls.retry_window),
+            lifetime=section.duration("lifetime", cls.lifetime),
+            ipv4_prefix=section.integer("ipv4_prefix", 24, 8, 32),
+            ipv6_prefix=section.integer("ipv6_prefix", 64, 16, 128),
+            auto_allowlist_after=section.integer("auto_allowlist_after", 5, 0, 1_000_000),
             null_sender=null_sender,
-            allow_networks=tuple(networks),
-            allow_sender_domains=frozenset(str_list("sender_domains")),
-            allow_recipients=frozenset(r.strip("<>") for r in str_list("recipients")),
-            cleanup_interval=duration("cleanup_interval", cls.cleanup_interval),
+            allow_networks=tuple(allow.networks("networks")),
+            allow_sender_domains=frozenset(lowered("sender_domains")),
+            allow_recipients=frozenset(r.strip("<>") for r in lowered("recipients")),
+            cleanup_interval=section.duration("cleanup_interval", cls.cleanup_interval),
             policyd_listen=listen,
         )
         if settings.retry_window <= settings.delay:
@@ -348,7 +293,7 @@ class Greylist:
         """Greylist one recipient; every outcome comes back for logging."""
         s = self.settings
         norm_sender, norm_rcpt = normalize_sender(sender), normalize_rcpt(rcpt)
-        ip = parse_address(client_addr)
+        ip = parse_client_ip(client_addr)
         if ip is None:
             # A local socket or an unknown address: nothing to group retries by.
             return GreylistResult("allowlisted", sender=norm_sender, rcpt=norm_rcpt,
@@ -375,10 +320,10 @@ class Greylist:
         self.maybe_cleanup(now)
         return result
 
-    def _static_allow(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    def _static_allow(self, ip: IPAddress,
                       raw_sender: str, sender: str, rcpt: str) -> str:
         s = self.settings
-        if any(ip in net for net in s.allow_networks if net.version == ip.version):
+        if in_networks(ip, s.allow_networks):
             return "network"
         if rcpt in s.allow_recipients or ("@" + rcpt.rpartition("@")[2]) in s.allow_recipients:
             return "recipient"

@@ -8,7 +8,6 @@ A broken edit is logged with file and line and the old snapshot stays.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import threading
@@ -16,15 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from milterguard.clientaddr import IPNetwork
 from milterguard.config import Config, load_config
 from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
 from milterguard.ruleset.rules import RuleSet, load_ruleset, parse_reply
-from milterguard.verdict import Action, Finding, Hit, Reply
+from milterguard.verdict import Finding, Hit, Reply
 from milterguard.content.views import MessageViews
 
 log = logging.getLogger("milterguard.engine")
-
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass
@@ -33,7 +31,7 @@ class Policy:
 
     config: Config
     ruleset: RuleSet
-    allow_networks: list[IpNetwork]
+    allow_networks: list[IPNetwork]
     trust_authenticated: bool
     delay_rejects: bool
     tag_header: bool
@@ -63,12 +61,11 @@ class Policy:
         except ConfigErrors as exc:
             errors.extend(exc.errors)
         allow = config.section("allowlist")
-        networks: list[IpNetwork] = []
-        for i, net in enumerate(allow.get("networks") or []):
-            try:
-                networks.append(ipaddress.ip_network(str(net), strict=False))
-            except ValueError:
-                errors.append(allow.error(f"not a network: {net!r}", "networks"))
+        networks: list[IPNetwork] = []
+        try:
+            networks = allow.networks("networks")
+        except ConfigError as exc:
+            errors.append(exc)
         msg = config.section("message")
         numbers: dict[str, float] = {}
         for key, default in (("max_scan_bytes", 2 << 20), ("max_headers", 1000),

@@ -12,13 +12,13 @@ connection, RSET and aborts never leak into each other.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+from milterguard.clientaddr import client_in_networks
 from milterguard.smtpinfo import ClientInfo, MessageInfo
 from milterguard.verdict import (STRENGTH, Action, Finding, Hit, Reply, Verdict,
                                  clean_reply_text)
@@ -261,13 +261,8 @@ class Session:
     def _allowlisted(self, addr: str) -> bool:
         if not addr:
             return True  # a local (unix socket) client is our own
-        if not self.engine.policy.allow_networks:
-            return False
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.engine.policy.allow_networks)
+        networks = self.engine.policy.allow_networks
+        return bool(networks) and client_in_networks(addr, networks)
 
     def _message(self) -> _Message:
         if self.msg is None:

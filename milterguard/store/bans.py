@@ -29,13 +29,14 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
+from milterguard.clientaddr import IPNetwork, network_of, parse_client_ip, parse_network
 from milterguard.store import db
 from milterguard.errors import MilterguardError
-from milterguard.store.hits import HITS_SCHEMA, parse_duration
+from milterguard.yamlsrc import LDict
+from milterguard.store.hits import HITS_SCHEMA
 
 log = logging.getLogger("milterguard.bans")
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: The bans and ban_events tables (the engine also reads the hits table).
 BANS_SCHEMA = db.Schema.of("bans", [
@@ -75,11 +76,12 @@ def network_key(net: IPNetwork) -> str:
     return str(net)
 
 
-def parse_network(text: str) -> IPNetwork:
+def parse_ban_target(text: str) -> IPNetwork:
+    """What ``bans add/remove`` was given: an address or a network."""
     try:
-        return ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError:
-        raise MilterguardError(f"not an IP address or network: {text!r}") from None
+        return parse_network(text)
+    except ValueError as exc:
+        raise MilterguardError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -102,38 +104,32 @@ class CategoryPolicy:
 
 def _category_policy(name: str, section: Any, base: CategoryPolicy) -> CategoryPolicy:
     if section is None:
-        section = {}
-    if not isinstance(section, dict):
+        section = LDict()
+    if not isinstance(section, LDict):
         raise MilterguardError(f"bans policy for {name} must be a mapping")
     known = {"find_time", "max_hits", "ban_time", "growth", "max_ban_time", "enabled"}
     for key in section:
         if key not in known:
-            raise _err(section, f"unknown key (known: {', '.join(sorted(known))})", key)
+            raise section.error(f"unknown key (known: {', '.join(sorted(known))})", key)
     values = asdict(base)
     values["category"] = name
     for key in ("find_time", "ban_time", "max_ban_time"):
         if key in section:
-            values[key] = parse_duration(section[key], section, key)
+            values[key] = section.duration(key, 0)
     if "max_hits" in section:
         value = section["max_hits"]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise _err(section, "must be an integer >= 1", "max_hits")
+            raise section.error("must be an integer >= 1", "max_hits")
         values["max_hits"] = value
     if "growth" in section:
         value = section["growth"]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 1:
-            raise _err(section, "must be a number >= 1 (repeat bans never get shorter)",
-                       "growth")
+            raise section.error("must be a number >= 1 (repeat bans never get shorter)",
+                                "growth")
         values["growth"] = float(value)
     if "enabled" in section:
         values["enabled"] = bool(section["enabled"])
     return CategoryPolicy(**values)
-
-
-def _err(section: Any, message: str, key: str) -> MilterguardError:
-    if hasattr(section, "error"):
-        return section.error(message, key)
-    return MilterguardError(f"bans: {key}: {message}")
 
 
 @dataclass
@@ -154,27 +150,19 @@ class BanPolicy:
         categories = {}
         cats = section.get("categories") or {}
         if not isinstance(cats, dict):
-            raise _err(section, "must be a mapping of category -> policy", "categories")
+            raise section.error("must be a mapping of category -> policy", "categories")
         for name, sub in cats.items():
             categories[str(name)] = _category_policy(str(name), sub, default)
         protected: list[IPNetwork] = []
         for source, key in (("server", "addresses"), ("allowlist", "networks")):
-            sub = config.section(source)
-            items = sub.get(key) or []
-            if not isinstance(items, list):
-                raise _err(sub, "must be a list of addresses or networks", key)
-            for item in items:
-                try:
-                    protected.append(ipaddress.ip_network(str(item), strict=False))
-                except ValueError:
-                    raise _err(sub, f"not an address or network: {item!r}", key) from None
+            protected += config.section(source).networks(key)
         actions = section.get("count_actions", list(DEFAULT_COUNT_ACTIONS))
         if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
-            raise _err(section, "must be a list of actions", "count_actions")
+            raise section.error("must be a list of actions", "count_actions")
         prefix = section.get("ipv6_prefix", 64)
         if not isinstance(prefix, int) or not 16 <= prefix <= 128:
-            raise _err(section, "must be an integer between 16 and 128", "ipv6_prefix")
-        forget = parse_duration(section.get("forget_time", "30d"), section, "forget_time")
+            raise section.error("must be an integer between 16 and 128", "ipv6_prefix")
+        forget = section.duration("forget_time", "30d")
         return cls(default, categories, protected, tuple(actions), prefix, forget)
 
     def for_category(self, category: str) -> CategoryPolicy | None:
@@ -183,15 +171,8 @@ class BanPolicy:
 
     def group(self, addr: str) -> IPNetwork | None:
         """The network a client address is banned as (v4 /32, v6 /64)."""
-        try:
-            ip = ipaddress.ip_address(addr.strip().strip("[]"))
-        except ValueError:
-            return None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        if isinstance(ip, ipaddress.IPv4Address):
-            return ipaddress.ip_network(f"{ip}/32")
-        return ipaddress.ip_network(f"{ip}/{self.ipv6_prefix}", strict=False)
+        ip = parse_client_ip(addr)
+        return None if ip is None else network_of(ip, 32, self.ipv6_prefix)
 
     def protected_by(self, net: IPNetwork) -> IPNetwork | None:
         """A protected network overlapping ``net`` (then ``net`` is never banned)."""
@@ -387,7 +368,7 @@ class BanEngine:
     def add(self, addr: str, reason: str, duration: float | None = None,
             category: str = "manual", force: bool = False) -> Ban:
         """Ban an address or network by hand (recorded with its reason)."""
-        net = parse_network(addr)
+        net = parse_ban_target(addr)
         if net.version == 6 and net.prefixlen > self.policy.ipv6_prefix and "/" not in addr:
             net = self.policy.group(str(net.network_address)) or net
         key = network_key(net)
@@ -409,7 +390,7 @@ class BanEngine:
 
     def remove(self, addr: str, reason: str) -> Ban:
         """Lift a ban now. Hits before this moment no longer count."""
-        net = parse_network(addr)
+        net = parse_ban_target(addr)
         key = network_key(net)
         bans = self.all_bans()
         old = bans.get(key)

@@ -19,10 +19,9 @@ import queue
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 from milterguard.store import db
-from milterguard.errors import MilterguardError
 from milterguard.verdict import Hit
 
 log = logging.getLogger("milterguard.store")
@@ -105,34 +104,6 @@ def prune_hits(conn: sqlite3.Connection, before: float) -> int:
 
 def count_hits(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM hits").fetchone()[0])
-
-
-def parse_duration(value: Any, section: Any = None, key: str = "") -> float:
-    """'90', '90s', '10m', '1h', '2d', '1w' -> seconds.
-
-    With ``section`` (an LDict) a bad value raises a ConfigError naming the
-    file, line and field.
-    """
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        if isinstance(value, (int, float)):
-            seconds = float(value)
-        else:
-            text = str(value).strip().lower()
-            if text and text[-1] in units:
-                seconds = float(text[:-1]) * units[text[-1]]
-            else:
-                seconds = float(text)
-        if seconds < 0:
-            raise ValueError
-        return seconds
-    except (TypeError, ValueError):
-        message = f"not a duration: {value!r} (use e.g. 90s, 10m, 1h, 2d)"
-        if section is not None and hasattr(section, "error"):
-            raise section.error(message, key) from None
-        raise MilterguardError(message) from None
 
 
 class HitStore:
