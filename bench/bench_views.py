@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from milterguard.content.fold import fold  # noqa: E402
 from milterguard.replay.client import parse_message  # noqa: E402
-from milterguard.content.views import TARGETS, MessageViews  # noqa: E402
+from milterguard.content.views import MESSAGE_TARGETS, MessageViews  # noqa: E402
 
 
 def split_message(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
@@ -42,7 +42,7 @@ def all_views(raw: bytes, max_bytes: int) -> int:
     headers, body = split_message(raw)
     views = MessageViews(headers, body, max_bytes)
     total = 0
-    for target in TARGETS + ("header:subject", "header:from:raw"):
+    for target in MESSAGE_TARGETS + ("header:subject", "header:from:raw"):
         for text in views.texts(target):
             total += len(fold(text)) if target in ("body", "headers") else len(text)
     return total

@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from milterguard.content import views as views_mod
-from milterguard.content.views import MessageViews, decode_bytes, decode_header_value, url_host
+from milterguard.content import decode, mime, urls as urls_mod, views as views_mod
+from milterguard.content.decode import decode_bytes, decode_header_value
+from milterguard.content.urls import url_host
+from milterguard.content.views import MessageViews
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "views")
 
@@ -91,7 +93,7 @@ def test_huge_header_is_bounded() -> None:
     huge = "=?utf-8?B?" + base64.b64encode(b"x" * 3000).decode() + "?= " + "y" * 2_000_000
     start = time.perf_counter()
     text = MessageViews([("Subject", huge)], b"", 1000).texts("header:subject")[0]
-    assert len(text) <= views_mod.MAX_HEADER_BYTES
+    assert len(text) <= decode.MAX_HEADER_BYTES
     assert text.startswith("xxx")
     assert time.perf_counter() - start < 5  # generous: a hang is the failure
 
@@ -210,7 +212,7 @@ def test_bytes_scanned_are_capped() -> None:
 def test_parts_and_depth_are_capped() -> None:
     parts = b"".join(b"--p\nContent-Type: text/plain\n\npart %d\n" % i for i in range(1000)) + b"--p--\n"
     v = MessageViews([("Content-Type", "multipart/mixed; boundary=p")], parts, 1 << 20)
-    assert len(v.texts("body")) < views_mod.MAX_PARTS
+    assert len(v.texts("body")) < mime.MAX_PARTS
     assert any("parts" in d for d in v.defects)
 
     # 50 levels of nesting, each with its own boundary.
@@ -225,13 +227,13 @@ def test_parts_and_depth_are_capped() -> None:
 
 def test_views_are_lazy_and_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = views_mod.MessageViews._walk_part
+    real = views_mod.walk_message
 
-    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(1)
-        return real(self, *args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(views_mod.MessageViews, "_walk_part", counting)
+    monkeypatch.setattr(views_mod, "walk_message", counting)
     v = MessageViews([("Subject", "x"), ("Content-Type", "text/plain")], b"body", 100)
     v.texts("header:subject")
     v.texts("headers")
@@ -251,7 +253,7 @@ def test_views_are_lazy_and_cached(monkeypatch: pytest.MonkeyPatch) -> None:
 ])
 def test_malformed_input_never_raises(body: bytes, ctype: str) -> None:
     v = MessageViews([("Content-Type", ctype), ("Content-Transfer-Encoding", "base64")], body, 4096)
-    for target in views_mod.TARGETS + ("header:content-type", "header:x:raw"):
+    for target in views_mod.MESSAGE_TARGETS + ("header:content-type", "header:x:raw"):
         assert isinstance(v.texts(target), list)
 
 
@@ -302,12 +304,12 @@ def test_set_body_keeps_header_views_and_recomputes_body_views():
     ("bad \udc80 http://d.example", ["http://d.example"]),
 ])
 def test_text_urls_on_non_ascii_text(text: str, urls: list[str]) -> None:
-    assert views_mod.text_urls(text) == urls
+    assert urls_mod.text_urls(text) == urls
 
 
 def test_searchable_lower_only_differs_from_lower_off_ascii() -> None:
     text = "Caf\u00c9 WWW.X HTTP:// \u03a3\u00c4"
-    low = views_mod._searchable_lower(text)
+    low = urls_mod._searchable_lower(text)
     assert len(low) == len(text.lower())
     for mine, real in zip(low, text.lower()):
         assert mine == real or (not mine.isascii() and mine.lower() == real)
@@ -323,6 +325,6 @@ def test_message_content_fields_come_from_the_header_index() -> None:
     views = MessageViews(headers, b"")
     assert views.texts("header:received") == ["x"]  # end of headers builds the index
     views.set_body(body)
-    assert views._message_content_fields() == views_mod._content_fields(headers)
+    assert views._message_content_fields() == mime.content_fields(headers)
     assert views.texts("body") == ["hi"]
     assert views.texts("mime-types") == ["text/html"]
