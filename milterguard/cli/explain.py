@@ -23,7 +23,7 @@ from milterguard.config import load_config
 from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
 from milterguard.replay.client import Envelope, parse_message
 from milterguard.ruleset.rules import ENVELOPE_TARGETS, Rule, RuleSet
-from milterguard.content.views import MessageViews
+from milterguard.content.views import MESSAGE_TARGETS, MessageViews
 
 HELP = """\
 Show how the rules see one message: every view that a rule reads (decoded
@@ -82,7 +82,8 @@ def _targets(rs: RuleSet, all_views: bool) -> list[str]:
     """Targets in the order a message meets them: envelope, headers, body."""
     wanted = set(rs.matchers)
     if all_views:
-        wanted |= {"headers", "body", "html", "urls", "url-hosts", "attachment-names", "mime-types"}
+        # Every decoded view; the raw ones repeat what these show.
+        wanted |= {t for t in MESSAGE_TARGETS if not t.endswith(":raw")}
     envelope = [t for t in ENVELOPE_TARGETS if t in wanted]
     headers = sorted(t for t in wanted if t.startswith("header"))
     rest = sorted(t for t in wanted if t not in envelope and t not in headers)

@@ -18,14 +18,15 @@ from typing import Any, Iterable
 
 import regex
 
+from milterguard.content.views import MESSAGE_TARGETS, header_target
 from milterguard.errors import ConfigError, ConfigErrors
 from milterguard.ruleset.matcher import Match, TargetMatcher
 from milterguard.verdict import Action, Reply
 from milterguard.yamlsrc import LDict, LList, load_yaml_file
 
+# What the session hands the rules before DATA; the message targets are
+# what MessageViews answers (content.views.MESSAGE_TARGETS, header:NAME[:raw]).
 ENVELOPE_TARGETS = ("client", "helo", "mail", "rcpt")
-MESSAGE_TARGETS = ("headers", "headers:raw", "body", "body:raw", "html", "urls",
-                   "url-hosts", "attachment-names", "mime-types")
 ACTIONS = ("reject", "tempfail", "discard", "quarantine", "accept", "tag", "score")
 MODES = ("enforce", "observe", "helper")
 RULE_KEYS = {"id", "target", "phrases", "regex", "action", "reply", "category",
@@ -80,12 +81,8 @@ def parse_reply(text: str, action: str) -> Reply:
 def valid_target(target: str) -> bool:
     if target in ENVELOPE_TARGETS or target in MESSAGE_TARGETS:
         return True
-    if target.startswith("header:"):
-        rest = target[len("header:"):]
-        if rest.endswith(":raw"):
-            rest = rest[:-4]
-        return bool(_HEADER_NAME_RE.match(rest))
-    return False
+    header = header_target(target)
+    return header is not None and bool(_HEADER_NAME_RE.match(header[0]))
 
 
 @dataclass
