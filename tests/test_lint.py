@@ -9,8 +9,8 @@ import textwrap
 import pytest
 import regex
 
-from milterguard.ruleset.lint import (adversarial_texts, backtracking_risks, lint, phrase_contains,
-                              slow_on)
+from milterguard.ruleset.lint import lint, phrase_contains
+from milterguard.ruleset.regexrisk import adversarial_texts, backtracking_risks, slow_on
 from milterguard.ruleset.rules import Rule, load_ruleset
 
 
