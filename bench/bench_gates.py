@@ -260,7 +260,7 @@ MESSAGE = (b"X-Replay-Client: %s\r\nX-Replay-Helo: mail.example.net\r\n"
 
 
 def measure_daemons(port: int, rounds: int, connections: int) -> dict[str, list[float]]:
-    from milterguard.replay.client import replay_message
+    from milterguard.replay.conversation import replay_message
     times: dict[str, list[float]] = {"one": [], "six": []}
     with tempfile.TemporaryDirectory() as one_dir, tempfile.TemporaryDirectory() as six_dir:
         daemons = {"one": start_daemon(gates_config(f"{one_dir}/c.yaml", port, ZONE_NAMES[:1]), one_dir),

@@ -11,7 +11,7 @@ throughput. Compare with bench_session.py (the Session alone, no libmilter).
 import os, sys, subprocess, time, tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from milterguard.replay.client import replay_message
+from milterguard.replay.conversation import replay_message
 d=tempfile.mkdtemp()
 cfg=os.path.join(d,"c.yaml")
 open(cfg,"w").write("rules: {shipped: true, site: [], reload_interval: 0}\nallowlist: {networks: []}\nenvelope: {reject_unknown_sender_domain: false, reject_null_mx: false, reject_unknown_recipient_domain: false}\nhelo: {reject_unknown: false}\nlogging: {level: warning}\n")

@@ -21,7 +21,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from milterguard.replay import client as replay  # noqa: E402
+from milterguard.replay.conversation import replay_message  # noqa: E402
+from milterguard.socketspec import connect  # noqa: E402
 
 MESSAGE = (b"X-Replay-Client: 192.0.2.7 mail.example.com\n"
            b"From: a@example.org\nTo: b@example.net\nSubject: bench\n"
@@ -40,7 +41,7 @@ def _start(variant: str, spec: str) -> subprocess.Popen:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
-            replay.open_socket(spec, 1.0).close()
+            connect(spec, 1.0).close()
             return proc
         except OSError:
             time.sleep(0.05)
@@ -52,10 +53,10 @@ def _rate(spec: str, count: int, jobs: int) -> float:
     from concurrent.futures import ThreadPoolExecutor
     started = time.perf_counter()
     if jobs == 1:
-        results = [replay.replay_message(spec, MESSAGE, timeout=10) for _ in range(count)]
+        results = [replay_message(spec, MESSAGE, timeout=10) for _ in range(count)]
     else:
         with ThreadPoolExecutor(jobs) as pool:
-            results = list(pool.map(lambda _: replay.replay_message(spec, MESSAGE, timeout=10),
+            results = list(pool.map(lambda _: replay_message(spec, MESSAGE, timeout=10),
                                     range(count)))
     elapsed = time.perf_counter() - started
     bad = [r for r in results if r.action != "accept"]

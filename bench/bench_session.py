@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from milterguard.config import load_config  # noqa: E402
 from milterguard.milter.engine import Engine  # noqa: E402
-from milterguard.replay.client import parse_message  # noqa: E402
+from milterguard.replay.message import parse_message  # noqa: E402
 from milterguard.milter.session import Session  # noqa: E402
 
 CONFIG = """\

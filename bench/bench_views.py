@@ -28,7 +28,7 @@ import traceback
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from milterguard.content.fold import fold  # noqa: E402
-from milterguard.replay.client import parse_message  # noqa: E402
+from milterguard.replay.message import parse_message  # noqa: E402
 from milterguard.content.views import MESSAGE_TARGETS, MessageViews  # noqa: E402
 
 

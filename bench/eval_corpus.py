@@ -36,7 +36,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from milterguard.replay.client import collect_files, replay_files  # noqa: E402
+from milterguard.replay.files import collect_files, replay_files  # noqa: E402
 
 CAUGHT = {"reject", "discard", "quarantine", "tempfail", "tag"}
 SLOW_MS = 1000.0

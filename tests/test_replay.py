@@ -15,8 +15,12 @@ import pytest
 
 from milterguard.cli import main as cli
 
-from milterguard.replay import client as replay
 from milterguard.errors import MilterguardError
+from milterguard.replay.conversation import (ReplayResult, ids_from_header, ids_from_reply,
+                                            replay_message)
+from milterguard.replay.files import collect_files, replay_paths
+from milterguard.replay.message import parse_message
+from milterguard.socketspec import connect
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -46,7 +50,7 @@ def _wait_connectable(spec: str, proc: subprocess.Popen, deadline: float) -> Non
         if proc.poll() is not None:
             raise RuntimeError(f"test milter exited early: {spec}")
         try:
-            replay.open_socket(spec, 1.0).close()
+            connect(spec, 1.0).close()
             return
         except OSError:
             time.sleep(0.05)
@@ -81,14 +85,14 @@ def milters(tmp_path_factory):
                 proc.wait()
 
 
-def _seen(result: replay.ReplayResult) -> dict[str, str]:
+def _seen(result: ReplayResult) -> dict[str, str]:
     return {n[len("X-Seen-"):]: v for n, v in result.added_headers if n.startswith("X-Seen-")}
 
 
 # ------------------------------------------------------------ parsing
 
 def test_replay_headers_give_the_envelope_and_are_stripped():
-    msg = replay.parse_message(
+    msg = parse_message(
         b"X-Replay-Client: addr=198.51.100.9 name=relay.example.org\r\n"
         b"X-Replay-Mail-From: <>\r\n"
         b"X-Replay-Rcpt-To: a@example.net, b@example.net\r\n"
@@ -105,27 +109,27 @@ def test_replay_headers_give_the_envelope_and_are_stripped():
 
 
 def test_defaults_come_from_from_and_to():
-    msg = replay.parse_message(b"From: A <a@example.org>\nTo: b@example.net, "
+    msg = parse_message(b"From: A <a@example.org>\nTo: b@example.net, "
                                b"C <c@example.net>\n\nx\n")
     env = msg.envelope
     assert (env.client_addr, env.client_name, env.helo) == \
         ("192.0.2.1", "client.example.com", "client.example.com")
     assert env.sender == "a@example.org"
     assert env.recipients == ["b@example.net", "c@example.net"]
-    bare = replay.parse_message(b"Subject: x\n\nbody\n").envelope
+    bare = parse_message(b"Subject: x\n\nbody\n").envelope
     assert (bare.sender, bare.recipients) == ("sender@example.com", ["rcpt@example.net"])
 
 
 def test_any_line_ending_gives_a_crlf_body_and_folded_headers_keep_newlines():
-    lf = replay.parse_message(b"Subject: a\n  b\n\nline1\nline2\n")
-    crlf = replay.parse_message(b"Subject: a\r\n  b\r\n\r\nline1\r\nline2\r\n")
-    noeol = replay.parse_message(b"Subject: a\r\n  b\r\n\r\nline1\r\nline2")
+    lf = parse_message(b"Subject: a\n  b\n\nline1\nline2\n")
+    crlf = parse_message(b"Subject: a\r\n  b\r\n\r\nline1\r\nline2\r\n")
+    noeol = parse_message(b"Subject: a\r\n  b\r\n\r\nline1\r\nline2")
     assert lf.body == crlf.body == noeol.body == b"line1\r\nline2\r\n"
     assert lf.headers == crlf.headers == [(b"Subject", b" a\n  b")]
 
 
 def test_mbox_separator_and_headerless_line_start_the_body():
-    msg = replay.parse_message(b"From a@example.org Mon Jan  1 00:00:00 2024\n"
+    msg = parse_message(b"From a@example.org Mon Jan  1 00:00:00 2024\n"
                                b"Subject: s\nnot a header\nmore\n")
     assert msg.headers == [(b"Subject", b" s")]
     assert msg.body == b"not a header\r\nmore\r\n"
@@ -133,40 +137,23 @@ def test_mbox_separator_and_headerless_line_start_the_body():
 
 def test_bad_pseudo_header_is_an_error():
     with pytest.raises(MilterguardError):
-        replay.parse_message(b"X-Replay-Colour: blue\n\nx\n")
+        parse_message(b"X-Replay-Colour: blue\n\nx\n")
     with pytest.raises(MilterguardError):
-        replay.parse_message(b"X-Replay-Macro: novalue\n\nx\n")
-
-
-@pytest.mark.parametrize("spec,want", [
-    ("unix:/run/m.sock", (socket.AF_UNIX, "/run/m.sock")),
-    ("local:/run/m.sock", (socket.AF_UNIX, "/run/m.sock")),
-    ("inet:8891@127.0.0.1", (socket.AF_INET, ("127.0.0.1", 8891))),
-    ("inet:8891", (socket.AF_INET, ("127.0.0.1", 8891))),
-    ("inet6:8891@[::1]", (socket.AF_INET6, ("::1", 8891))),
-])
-def test_socket_specs(spec, want):
-    assert replay.parse_socket_spec(spec) == want
-
-
-@pytest.mark.parametrize("spec", ["tcp:1@x", "inet:port@127.0.0.1", "unix:", "inet:0@h"])
-def test_bad_socket_specs(spec):
-    with pytest.raises(MilterguardError):
-        replay.parse_socket_spec(spec)
+        parse_message(b"X-Replay-Macro: novalue\n\nx\n")
 
 
 def test_rule_ids_from_header_and_reply():
-    assert replay.ids_from_header("rule-a, rule-b") == ["rule-a", "rule-b"]
-    assert replay.ids_from_header("hits=rule-a,rule-b score=3.5") == ["rule-a", "rule-b"]
-    assert replay.ids_from_reply("550 5.7.1 Message rejected [rule-a, rule-b]") == \
+    assert ids_from_header("rule-a, rule-b") == ["rule-a", "rule-b"]
+    assert ids_from_header("hits=rule-a,rule-b score=3.5") == ["rule-a", "rule-b"]
+    assert ids_from_reply("550 5.7.1 Message rejected [rule-a, rule-b]") == \
         ["rule-a", "rule-b"]
-    assert replay.ids_from_reply("550 5.7.1 [not at end] text") == []
+    assert ids_from_reply("550 5.7.1 [not at end] text") == []
 
 
 # ------------------------------------------------------------ against pymilter
 
 def test_accept_delivers_what_postfix_would_send(milters):
-    res = replay.replay_message(milters["full"], BASIC, name="basic", timeout=5)
+    res = replay_message(milters["full"], BASIC, name="basic", timeout=5)
     assert (res.stage, res.action, res.reply) == ("eom", "accept", "")
     assert res.hits == ["test-accept"]
     seen = _seen(res)
@@ -184,13 +171,13 @@ def test_accept_delivers_what_postfix_would_send(milters):
 
 def test_ipv6_client(milters):
     raw = BASIC.replace(b"192.0.2.7", b"2001:db8::7")
-    res = replay.replay_message(milters["full"], raw, timeout=5)
+    res = replay_message(milters["full"], raw, timeout=5)
     assert res.action == "accept"
     assert _seen(res)["Client"] == "mail.example.com 2001:db8::7"
 
 
 def test_reject_at_header_names_the_rule(milters):
-    res = replay.replay_message(milters["full"], BASIC.replace(b"hello", b"FORBIDDEN"),
+    res = replay_message(milters["full"], BASIC.replace(b"hello", b"FORBIDDEN"),
                                 timeout=5)
     assert (res.stage, res.action) == ("header", "reject")
     assert res.reply == "550 5.7.1 Message rejected [subject-keyword]"
@@ -199,36 +186,36 @@ def test_reject_at_header_names_the_rule(milters):
 
 def test_reject_at_helo(milters):
     raw = BASIC.replace(b"helo.example.com", b"reject.helo.invalid")
-    res = replay.replay_message(milters["full"], raw, timeout=5)
+    res = replay_message(milters["full"], raw, timeout=5)
     assert (res.stage, res.action, res.hits) == ("helo", "reject", ["helo-invalid"])
 
 
 def test_per_recipient_refusals(milters):
     spec = milters["full"]
-    some = replay.replay_message(
+    some = replay_message(
         spec, b"X-Replay-Rcpt-To: grey@example.net, ok@example.net\n" + BASIC, timeout=5)
     assert (some.stage, some.action) == ("eom", "accept")
     assert _seen(some)["Rcpts"] == "ok@example.net"
     assert some.refused_rcpts == [("grey@example.net", "451 4.7.1 Greylisted [greylist]")]
     assert some.hits == ["test-accept", "greylist"]
-    mixed = replay.replay_message(
+    mixed = replay_message(
         spec, b"X-Replay-Rcpt-To: deny@example.net, grey@example.net\n" + BASIC, timeout=5)
     assert (mixed.stage, mixed.action, mixed.reply) == \
         ("rcpt", "tempfail", "451 4.7.1 Greylisted [greylist]")
-    denied = replay.replay_message(
+    denied = replay_message(
         spec, b"X-Replay-Rcpt-To: deny1@example.net, deny2@example.net\n" + BASIC, timeout=5)
     assert (denied.stage, denied.action, denied.hits) == ("rcpt", "reject", ["rcpt-unknown"])
 
 
 def test_quarantine_and_discard(milters):
-    quarantined = replay.replay_message(milters["full"], BASIC.replace(b"hello", b"QUARANTINE"),
+    quarantined = replay_message(milters["full"], BASIC.replace(b"hello", b"QUARANTINE"),
                                         timeout=5)
     assert (quarantined.stage, quarantined.action) == ("eom", "quarantine")
     assert quarantined.quarantine == "held for review [quarantine-rule]"
-    discarded = replay.replay_message(milters["full"], BASIC.replace(b"hello", b"DISCARD"),
+    discarded = replay_message(milters["full"], BASIC.replace(b"hello", b"DISCARD"),
                                       timeout=5)
     assert (discarded.stage, discarded.action) == ("eom", "discard")
-    tagged = replay.replay_message(milters["full"], BASIC.replace(b"hello", b"TAGME"),
+    tagged = replay_message(milters["full"], BASIC.replace(b"hello", b"TAGME"),
                                    timeout=5)
     assert (tagged.stage, tagged.action, tagged.hits) == ("eom", "tag", ["test-accept"])
 
@@ -236,10 +223,10 @@ def test_quarantine_and_discard(milters):
 def test_body_chunks_and_skip(milters):
     body = b"".join(b"%06d " % i + b"x" * 73 + b"\n" for i in range(2000))  # 80+1 bytes a line
     wire_len = 2000 * 82
-    full = replay.replay_message(milters["full"], BASIC + body, timeout=5)
+    full = replay_message(milters["full"], BASIC + body, timeout=5)
     expect_chunks = -(-(wire_len + 11) // 65535)
     assert _seen(full)["Body"] == f"chunks={expect_chunks} len={wire_len + 11}"
-    skipped = replay.replay_message(milters["full"], b"X-Test-Skip: yes\n" + BASIC + body,
+    skipped = replay_message(milters["full"], b"X-Test-Skip: yes\n" + BASIC + body,
                                     timeout=5)
     assert skipped.action == "accept"
     assert _seen(skipped)["Body"] == "chunks=1 len=65535"
@@ -248,16 +235,16 @@ def test_body_chunks_and_skip(milters):
 def test_lean_milter_negotiates_stages_and_replies_away(milters):
     # If the harness waited for a reply the milter negotiated away, this
     # would end in a timeout error instead.
-    res = replay.replay_message(milters["lean"], BASIC, timeout=3)
+    res = replay_message(milters["lean"], BASIC, timeout=3)
     assert (res.stage, res.action) == ("eom", "accept")
     assert res.hits == ["lean-ok", "headers-4"]
-    rej = replay.replay_message(milters["lean"], BASIC.replace(b"hello", b"FORBIDDEN"),
+    rej = replay_message(milters["lean"], BASIC.replace(b"hello", b"FORBIDDEN"),
                                 timeout=3)
     assert (rej.stage, rej.action, rej.hits) == ("eom", "reject", ["lean-keyword"])
 
 
 def test_connection_errors_are_results(tmp_path):
-    res = replay.replay_message(f"unix:{tmp_path}/nothing.sock", BASIC, name="m", timeout=1)
+    res = replay_message(f"unix:{tmp_path}/nothing.sock", BASIC, name="m", timeout=1)
     assert res.action == "error" and res.reply
     assert res.to_dict()["file"] == "m"
 
@@ -271,7 +258,7 @@ def test_silent_milter_times_out(tmp_path):
     thread = threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True)
     thread.start()
     try:
-        res = replay.replay_message(f"unix:{path}", BASIC, timeout=0.3)
+        res = replay_message(f"unix:{path}", BASIC, timeout=0.3)
         assert (res.stage, res.action) == ("connect", "error")
         assert "timeout" in res.reply
     finally:
@@ -299,15 +286,15 @@ def corpus(tmp_path):
 
 
 def test_directory_input_skips_non_message_files(corpus):
-    files = replay.collect_files([str(corpus)], exclude=[str(corpus / "expected.yaml")])
+    files = collect_files([str(corpus)], exclude=[str(corpus / "expected.yaml")])
     assert [os.path.relpath(f, corpus) for f in files] == \
         ["ham/1.eml", "ham/2.eml", "spam/1.eml"]
 
 
 def test_parallel_replay_keeps_order(milters, corpus):
-    serial = [(r.file, r.action) for r in replay.replay_paths(milters["full"], [str(corpus)])]
+    serial = [(r.file, r.action) for r in replay_paths(milters["full"], [str(corpus)])]
     parallel = [(r.file, r.action) for r in
-                replay.replay_paths(milters["full"], [str(corpus)], jobs=3)]
+                replay_paths(milters["full"], [str(corpus)], jobs=3)]
     assert serial == parallel
     assert [a for _, a in serial] == ["accept", "accept", "reject"]
 

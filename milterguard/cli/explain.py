@@ -21,7 +21,7 @@ from typing import Any
 from milterguard.cli.main import add_config_arguments
 from milterguard.config import load_config
 from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
-from milterguard.replay.client import Envelope, parse_message
+from milterguard.replay.message import Envelope, parse_message
 from milterguard.ruleset.rules import ENVELOPE_TARGETS, Rule, RuleSet
 from milterguard.content.views import MESSAGE_TARGETS, MessageViews
 

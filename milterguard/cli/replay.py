@@ -23,8 +23,11 @@ import sys
 import time
 from typing import Any
 
-from milterguard.replay import client as replay
 from milterguard.errors import ConfigError, MilterguardError
+from milterguard.replay.conversation import ReplayResult, ids_from_header
+from milterguard.replay.files import collect_files, replay_files
+from milterguard.replay.table import format_table
+from milterguard.socketspec import parse_socket_spec
 from milterguard.verdict import STAGES
 from milterguard.yamlsrc import LDict, load_yaml_file
 
@@ -70,7 +73,7 @@ def _expected_entry(name: str, value: Any, doc: LDict) -> dict[str, Any]:
         raise where.error(f"stage must be one of {', '.join(STAGES)}", key="stage")
     hits = value.get("hits", [])
     if isinstance(hits, str):
-        hits = replay.ids_from_header(hits)
+        hits = ids_from_header(hits)
     if not isinstance(hits, list):
         raise where.error("hits must be a list of rule ids", key="hits")
     return {"action": value["action"], "stage": value.get("stage"),
@@ -86,7 +89,7 @@ def load_expectations(path: str) -> dict[str, dict[str, Any]]:
     return {os.path.normpath(str(k)): _expected_entry(k, v, doc) for k, v in doc.items()}
 
 
-def compare(results: list[replay.ReplayResult], expect: dict[str, dict[str, Any]],
+def compare(results: list[ReplayResult], expect: dict[str, dict[str, Any]],
             expect_file: str) -> list[str]:
     """One line per difference between results and expectations."""
     base = os.path.dirname(os.path.abspath(expect_file))
@@ -142,15 +145,15 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise MilterguardError("--jobs must be at least 1")
-    replay.parse_socket_spec(args.socket)       # fail early on a bad spec
+    parse_socket_spec(args.socket)       # fail early on a bad spec
     expect = load_expectations(args.expect) if args.expect else None
-    files = replay.collect_files(args.paths, exclude=[args.expect] if args.expect else [])
+    files = collect_files(args.paths, exclude=[args.expect] if args.expect else [])
     if not files:
         raise MilterguardError("no message files found")
     progress = _Progress(len(files))
-    results: list[replay.ReplayResult] = []
+    results: list[ReplayResult] = []
     try:
-        for res in replay.replay_files(args.socket, files, jobs=args.jobs,
+        for res in replay_files(args.socket, files, jobs=args.jobs,
                                        timeout=args.timeout):
             results.append(res)
             if args.json:
@@ -160,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if not args.json:
-        print(replay.format_table(results))
+        print(format_table(results))
     failed = any(r.action == "error" for r in results)
     if expect is not None:
         diffs = compare(results, expect, args.expect)

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dnsfixtures import DnsAuthority, free_port  # noqa: E402
-from milterguard.replay.client import replay_message  # noqa: E402
+from milterguard.replay.conversation import replay_message  # noqa: E402
 from test_stats_e2e import REPO, listed, message, wait_hits  # noqa: E402
 
 CONFIG = """\

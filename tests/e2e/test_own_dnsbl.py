@@ -133,7 +133,7 @@ dnsbl:
 
 def test_daemon_rejects_banned_address_through_its_socket(rbldnsd, milterguard_factory):
     """The whole loop: bans -> exported zone -> rbldnsd -> the running milter."""
-    from milterguard.replay.client import replay_message
+    from milterguard.replay.conversation import replay_message
 
     daemon = milterguard_factory(f"""
 dns: {{nameservers: [127.0.0.1], port: {rbldnsd}, cache: false}}

@@ -178,10 +178,11 @@ def test_no_reply_stages_only_on_unix_sockets(kind, site_config,  # type: ignore
     the first RCPT) are negotiated as no-reply on a unix socket (a round trip
     less per header) and answered on TCP (pitfall 3)."""
     from milterguard.milter import protocol as mp
-    from milterguard.replay.client import MilterClient, open_socket
+    from milterguard.replay.client import MilterClient
+    from milterguard.socketspec import connect
 
     daemon = milterguard_factory(site_config, kind=kind)
-    sock = open_socket(daemon.spec, 5.0)
+    sock = connect(daemon.spec, 5.0)
     try:
         neg = MilterClient(sock).negotiate()
     finally:
