@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -104,3 +106,19 @@ def test_connect_reaches_a_real_listener(kind: str, tmp_path) -> None:  # type: 
 def test_connect_to_nothing_is_an_oserror(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(OSError):
         connect(f"unix:{tmp_path}/nobody.sock", 1.0)
+
+
+def test_run_refuses_a_bad_socket_naming_where_it_was_written(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "mg.yaml"
+    cfg.write_text("rules: {shipped: false}\nsocket: tcp:8894@127.0.0.1\n")
+    res = subprocess.run([sys.executable, "-m", "milterguard", "run", "-c", str(cfg),
+                          "--state-dir", str(tmp_path / "state")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert f"{cfg}:2: field socket: bad socket spec 'tcp:8894@127.0.0.1'" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "milterguard", "run", "-c", str(cfg),
+                          "--state-dir", str(tmp_path / "state"), "--socket", "inet:x@y"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "bad socket spec 'inet:x@y': bad port" in res.stderr
+    assert "Traceback" not in res.stderr

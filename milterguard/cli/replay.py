@@ -42,7 +42,8 @@ def add_parser(subparsers: Any) -> None:
         "replay", help="replay sample mail through a running milter",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--socket", required=True, metavar="SPEC",
-                        help="milter socket: unix:/path, inet:PORT@HOST, inet6:PORT@HOST")
+                        help="milter socket: unix:/path, inet:PORT@HOST, inet6:PORT@HOST, "
+                             "or Postfix's inet:HOST:PORT")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per message (differences go to stderr)")
     parser.add_argument("--expect", metavar="FILE", help="YAML file of expected results")

@@ -8,9 +8,10 @@ import os
 import sys
 
 from milterguard.cli.main import add_config_arguments
-from milterguard.config import load_config
-from milterguard.errors import ConfigErrors
+from milterguard.config import Config, load_config
+from milterguard.errors import ConfigErrors, MilterguardError
 from milterguard.logsetup import setup_logging
+from milterguard.socketspec import SocketSpec, parse_socket_spec
 
 log = logging.getLogger("milterguard.daemon")
 
@@ -19,6 +20,8 @@ Start the milter daemon. It listens on SPEC (libmilter syntax):
   unix:/path/to/socket      a unix socket (Postfix: smtpd_milters = unix:/path)
   inet:PORT@HOST            TCP on an IPv4 address, e.g. inet:8894@127.0.0.1
   inet6:PORT@HOST           TCP on an IPv6 address
+Postfix's way of writing the same socket (inet:127.0.0.1:8894,
+inet:[::1]:8894) is accepted too.
 Without -c it runs on the built-in defaults and the shipped rule set; state
 (the SQLite database, the default socket) goes to --state-dir, created if
 missing. Rule files and the config are re-read when they change; a broken
@@ -36,10 +39,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _prepare_socket(spec: str) -> None:
+def _listen_spec(option: str | None, config: Config) -> SocketSpec:
+    """--socket, else the config's socket; a bad one is an error naming
+    where it was written, before anything is started."""
+    if option:
+        return parse_socket_spec(option)
+    try:
+        return parse_socket_spec(config.socket)
+    except MilterguardError as exc:
+        raise config.data.error(str(exc), "socket") from None
+
+
+def _prepare_socket(listen: SocketSpec) -> None:
     """Remove a stale unix socket left by a crash; libmilter would refuse to bind."""
-    if spec.startswith(("unix:", "local:")):
-        path = spec.split(":", 1)[1]
+    if listen.is_unix:
+        path = listen.path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if os.path.exists(path):
             os.unlink(path)
@@ -50,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     logging_cfg = config.section("logging")
     setup_logging(args.log_level or str(logging_cfg.get("level", "info")),
                   str(logging_cfg.get("target", "stderr")))
+    listen = _listen_spec(args.socket, config)
     os.makedirs(config.state_dir, mode=0o755, exist_ok=True)
     from milterguard.milter.engine import Engine  # imports pymilter-free policy code
     try:
@@ -60,13 +75,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"milterguard: {len(exc.errors)} error(s); not starting", file=sys.stderr)
         return 1
     from milterguard.milter.adapter import serve
-    spec = args.socket or config.socket
-    _prepare_socket(spec)
+    _prepare_socket(listen)
     engine.start_watcher(float(config.get("rules.reload_interval", 1.0) or 0))
     # The socket must be reachable by Postfix's smtpd (another user):
     # access is controlled by the directory it lives in.
     old_umask = os.umask(0o000)
-    log.info("event=start socket=%s rules=%d state_dir=%s pid=%d", spec,
+    log.info("event=start socket=%s rules=%d state_dir=%s pid=%d", listen.libmilter(),
              len(engine.policy.ruleset), config.state_dir, os.getpid())
     metrics = None
     try:
@@ -74,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             # Only then: prometheus_client is needed for metrics alone.
             from milterguard.report.metrics import start_from_config
             metrics = start_from_config(config, engine)
-        serve(engine, spec)
+        serve(engine, listen)
     finally:
         os.umask(old_umask)
         engine.close()

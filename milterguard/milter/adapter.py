@@ -1,17 +1,20 @@
 """The only module that talks to pymilter (libmilter).
 
 It converts libmilter callbacks into Session calls and Session verdicts into
-libmilter answers. Every callback is implemented, none is negotiated away:
-with a TCP socket, a skipped callback leaves Postfix's macro packets waiting
-on delayed ACKs (DESIGN.md, pitfall 3). Any exception inside a callback is
-logged and answered with the configured fallback, never with its text.
+libmilter answers. Any exception inside a callback is logged and answered
+with the configured fallback, never with its text.
 
-On a unix socket the stages whose answer is always "continue" (DATA, each
-header, each body chunk, and connect and HELO while their rejects wait for
-the first RCPT) are negotiated as no-reply (SMFIP_NR_*): the MTA sends them
-without waiting, which saves a round trip per header. On TCP that would
-bring back pitfall 3 (the MTA's back-to-back packets wait for our delayed
-ACK), so there every stage is answered.
+Every callback is implemented, so the MTA is never told to skip a stage
+(SMFIP_NO*): Postfix sends a skipped stage's macros all the same, with no
+answer due, and over TCP the packet after such an unanswered one waits for
+our delayed ACK (about 40 ms a message, with Nagle on the MTA's side).
+
+Which stages are answered is negotiated separately. On a unix socket the
+stages whose answer is always "continue" (DATA, each header, each body
+chunk, and connect and HELO while their rejects wait for the first RCPT)
+are negotiated as no-reply (SMFIP_NR_*): the MTA sends them without
+waiting, which saves a round trip per header. On TCP that would bring back
+the delayed-ACK stall, so there every stage is answered.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import milter
 
 from milterguard.milter.engine import Engine
 from milterguard.milter.session import INTERNAL_TEMPFAIL, Session
+from milterguard.socketspec import SocketSpec
 from milterguard.verdict import Action, Verdict
 
 log = logging.getLogger("milterguard.milter")
@@ -251,10 +255,11 @@ def _nodelay_on_listeners() -> int:
     return count
 
 
-def serve(engine: Engine, socket_spec: str, timeout: int = 600) -> None:
-    """Run libmilter until SIGTERM/SIGINT/SIGHUP; blocks."""
+def serve(engine: Engine, listen: SocketSpec, timeout: int = 600) -> None:
+    """Run libmilter on ``listen`` until SIGTERM/SIGINT/SIGHUP; blocks."""
+    socket_spec = listen.libmilter()
     MilterguardMilter.engine = engine
-    MilterguardMilter.no_reply_mask = NO_REPLY_STAGES if socket_spec.startswith(("unix:", "local:", "/")) else 0
+    MilterguardMilter.no_reply_mask = NO_REPLY_STAGES if listen.is_unix else 0
     Milter.factory = MilterguardMilter
     Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE)
     open_socket = milter.opensocket

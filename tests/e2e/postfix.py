@@ -30,6 +30,8 @@ import tempfile
 import time
 from typing import Iterable
 
+from milterguard.socketspec import connect, parse_socket_spec
+
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 POSTCONF = shutil.which("postconf") or "/usr/sbin/postconf"
 SYSTEM_CONFIG_DIR = "/etc/postfix"
@@ -51,9 +53,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def wait_for_socket(spec: str, timeout: float = 15.0,
                     alive: "subprocess.Popen[bytes] | None" = None) -> None:
-    """Wait until a libmilter-style socket spec accepts connections.
+    """Wait until a milter socket spec accepts connections.
 
-    ``spec`` is ``unix:/path``, ``inet:PORT@HOST`` or ``HOST:PORT``. If
+    ``spec`` in libmilter's or Postfix's syntax (milterguard.socketspec). If
     ``alive`` is given and exits meanwhile, fail at once instead of waiting.
     """
     deadline = time.monotonic() + timeout
@@ -63,7 +65,7 @@ def wait_for_socket(spec: str, timeout: float = 15.0,
             raise PostfixError(f"process exited with {alive.returncode} "
                                f"before {spec} accepted connections")
         try:
-            with connect_spec(spec, timeout=1.0):
+            with connect(spec, timeout=1.0):
                 return
         except OSError as exc:
             last = exc
@@ -78,29 +80,6 @@ def milter_socket_spec(kind: str, directory: str, name: str = "milter") -> str:
     if kind == "inet":
         return f"inet:{free_port()}@127.0.0.1"
     raise ValueError(f"socket kind must be unix or inet, not {kind!r}")
-
-
-def connect_spec(spec: str, timeout: float = 5.0) -> socket.socket:
-    """Open a stream socket to ``unix:/path``, ``inet:PORT@HOST`` or ``HOST:PORT``."""
-    if spec.startswith(("unix:", "local:")):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        address: object = spec.split(":", 1)[1]
-    else:
-        if spec.startswith(("inet:", "inet6:")):
-            port, _, host = spec.split(":", 1)[1].partition("@")
-            host = host or "127.0.0.1"
-        else:
-            host, _, port = spec.rpartition(":")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        address = (host, int(port))
-    sock.settimeout(timeout)
-    try:
-        sock.connect(address)  # type: ignore[arg-type]
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class PostfixInstance:
@@ -371,11 +350,7 @@ class PostfixInstance:
 
 def postfix_milter_spec(spec: str) -> str:
     """libmilter's ``inet:PORT@HOST`` is Postfix's ``inet:HOST:PORT``."""
-    for prefix in ("inet:", "inet6:"):
-        if spec.startswith(prefix) and "@" in spec:
-            port, _, host = spec[len(prefix):].partition("@")
-            return f"inet:[{host}]:{port}" if ":" in host else f"inet:{host}:{port}"
-    return spec
+    return parse_socket_spec(spec).postfix()
 
 
 def milter_params(sockets: Iterable[str], default_action: str = "tempfail",
@@ -420,8 +395,9 @@ class MilterProcess:
         self.returncode: int | None = None
 
     def start(self, timeout: float = 20.0) -> "MilterProcess":
-        if self.spec.startswith("unix:") and os.path.exists(self.spec[5:]):
-            os.unlink(self.spec[5:])
+        listen = parse_socket_spec(self.spec)
+        if listen.is_unix and os.path.exists(listen.path):
+            os.unlink(listen.path)
         log = open(self.log_path, "ab")
         try:
             # umask 0: Postfix's smtpd (user postfix) must connect to a unix
