@@ -94,7 +94,7 @@ def test_policyd_behind_check_policy_service(base_dir):
     policyd = MilterProcess(
         [sys.executable, "-m", "milterguard", "policyd", "--listen", f"127.0.0.1:{port}",
          "-c", write_config(base_dir), "--state-dir", state],
-        f"127.0.0.1:{port}", os.path.join(base_dir, "policyd.log"))
+        f"inet:127.0.0.1:{port}", os.path.join(base_dir, "policyd.log"))
     postfix = PostfixInstance({
         "smtpd_recipient_restrictions":
             f"check_policy_service inet:127.0.0.1:{port}, permit",
