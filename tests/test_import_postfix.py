@@ -9,7 +9,8 @@ import regex
 import yaml
 
 from milterguard.cli.main import main
-from milterguard.ruleset.postfix_import import convert_table, translate_posix
+from milterguard.ruleset.postfix_import import convert_table
+from milterguard.ruleset.postfix_patterns import translate_posix
 from milterguard.ruleset.rules import load_rule_file
 
 HEADER_TABLE = """\
