@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 from milterguard.errors import ConfigError
+from milterguard.store import engines
 from milterguard.yamlsrc import LDict, load_yaml_file, load_yaml_text
 
 DEFAULT_CONFIG_NAME = "default.yaml"
@@ -51,6 +52,10 @@ class Config:
         self.state_dir = os.path.abspath(state_dir)
         self.socket = self._expand("socket")
         self.database = self._expand("database")
+        if engines.is_url(self.database):
+            problem = engines.check_url(self.database)
+            if problem:
+                raise self.data.error(problem, "database")
 
     def _expand(self, key: str) -> str:
         value = self.data.get(key)

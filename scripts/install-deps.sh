@@ -53,11 +53,16 @@ if [ "$purpose" = test ]; then
     have ipset || add ipset
     have sqlite3 || add sqlite3
     have chromium || add chromium                        # HTML report test (headless)
+    # A shared PostgreSQL for several MX hosts: tests start private servers
+    # with initdb/pg_ctl (Debian keeps them in /usr/lib/postgresql/N/bin);
+    # psycopg in .venv loads the system's libpq5 (no bundled copy).
+    ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || add postgresql
+    want_pkgs libpq5
     # The wheel test: Debian's build tools, and Debian's libraries under a
     # fresh venv (--system-site-packages), as the Debian package uses them.
     want_pkgs python3-build python3-wheel python3-setuptools \
         python3-milter python3-regex python3-yaml python3-dnspython \
-        python3-prometheus-client
+        python3-prometheus-client python3-psycopg
     # The Debian package: build, lint, install into a throw-away root.
     want_pkgs debhelper dh-python lintian mmdebstrap
     # logscan's journal source: real journal files written by the test.
