@@ -1,7 +1,8 @@
 """The project's database layer: connections, transactions, versioned schema.
 
-One SQLite file today (PostgreSQL comes later, behind the same functions):
-every component that keeps tables (hits, bans, greylist, logscan) declares
+One SQLite file, or one PostgreSQL database shared by several MX hosts
+(`database:` is then a ``postgresql://`` URL), behind the same functions;
+engines.py holds every difference between the two. Every component that keeps tables (hits, bans, greylist, logscan) declares
 a ``Schema`` next to its queries, and whoever opens the database names the
 schemas it needs (``open_database(path, [HITS, BANS])``). Nothing is
 registered at import time, so what a command reads never depends on which
@@ -9,7 +10,9 @@ modules happened to be imported before it.
 
 The version each component has reached is kept in ``schema_versions``, so
 an older database upgrades in place on open and no query ever meets a
-missing column. Migrations are plain, portable SQL statements.
+missing column. Migrations are plain, portable SQL statements: one
+history for both engines. On PostgreSQL, hosts that start together migrate
+one after the other under an advisory lock, each finding the work done.
 
 Every write that must be atomic goes through ``transaction()``; the pool
 hands connections to short-lived threads (the milter runs one per SMTP
@@ -19,12 +22,13 @@ connection) so the number of open handles follows peak concurrency.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
-import sqlite3
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+from milterguard.store import engines
+from milterguard.store.engines import ERRORS  # noqa: F401  (callers catch db.ERRORS)
 
 
 @dataclass(frozen=True)
@@ -49,26 +53,17 @@ class Schema:
         return len(self.migrations)
 
 
-def connect(path: str, timeout: float = 5.0) -> sqlite3.Connection:
-    """Open the database file in WAL mode, creating its directory.
+def connect(database: str, timeout: float = 5.0, statement_timeout: float = 0.0) -> Any:
+    """A connection to the SQLite file or PostgreSQL URL ``database``.
 
-    Autocommit (``isolation_level=None``): a transaction is only ever the one
-    ``transaction()`` opens, never one the driver opened behind our back.
-    ``check_same_thread=False`` because the pool hands a connection to
-    whichever thread asks next (one thread at a time).
+    Autocommit: a transaction is only ever the one ``transaction()`` opens,
+    never one the driver opened behind our back. See engines.connect.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
-                           check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=%d" % int(timeout * 1000))
-    return conn
+    return engines.connect(database, timeout, statement_timeout)
 
 
 @contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(conn: Any) -> Iterator[Any]:
     """Run the block as one write transaction: all of it commits, or none.
 
     BEGIN IMMEDIATE takes the write lock up front, so a read-then-write
@@ -82,7 +77,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         yield conn
         conn.execute("COMMIT")
     except BaseException:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*ERRORS):
             conn.execute("ROLLBACK")
         raise
 
@@ -90,23 +85,29 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 _migrate_lock = threading.Lock()
 
 
-def migrate(conn: sqlite3.Connection, schemas: Sequence[Schema]) -> None:
+def migrate(conn: Any, schemas: Sequence[Schema]) -> None:
     """Bring the given components' tables up to date (each step atomic)."""
     with _migrate_lock:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_versions ("
-                     " component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-        for schema in schemas:
-            current = schema_version(conn, schema.component)
-            for version in range(current + 1, schema.version + 1):
-                with transaction(conn):
-                    for stmt in schema.migrations[version - 1]:
-                        conn.execute(stmt)
-                    conn.execute("INSERT OR REPLACE INTO schema_versions(component, version)"
-                                 " VALUES (?, ?)", (schema.component, version))
+        engines.lock(conn, "migrations")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_versions ("
+                         " component VARCHAR(64) PRIMARY KEY, version INTEGER NOT NULL)")
+            for schema in schemas:
+                current = schema_version(conn, schema.component)
+                for version in range(current + 1, schema.version + 1):
+                    with transaction(conn):
+                        for stmt in schema.migrations[version - 1]:
+                            conn.execute(stmt)
+                        conn.execute("INSERT INTO schema_versions (component, version)"
+                                     " VALUES (?, ?) ON CONFLICT (component)"
+                                     " DO UPDATE SET version = excluded.version",
+                                     (schema.component, version))
+        finally:
+            engines.unlock(conn, "migrations")
 
 
 def open_database(path: str, schemas: Sequence[Schema],
-                  timeout: float = 5.0) -> sqlite3.Connection:
+                  timeout: float = 5.0) -> Any:
     """Connect and bring the named components' tables up to date.
 
     Migrating on open lets an old database answer (missing columns are
@@ -121,7 +122,7 @@ def open_database(path: str, schemas: Sequence[Schema],
     return conn
 
 
-def schema_version(conn: sqlite3.Connection, component: str) -> int:
+def schema_version(conn: Any, component: str) -> int:
     """The migration a component's tables have reached (0: none yet)."""
     row = conn.execute("SELECT version FROM schema_versions WHERE component=?",
                        (component,)).fetchone()
@@ -138,18 +139,19 @@ class ConnectionPool:
     or broken.
     """
 
-    def __init__(self, opener: Callable[[], sqlite3.Connection], max_idle: int = 16) -> None:
+    def __init__(self, opener: Callable[[], Any], max_idle: int = 16) -> None:
         self._opener = opener
-        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._max_idle = max_idle
         self._closed = False
 
     @classmethod
-    def for_path(cls, path: str, max_idle: int = 16) -> "ConnectionPool":
-        return cls(lambda: connect(path), max_idle)
+    def for_path(cls, database: str, max_idle: int = 16, timeout: float = 5.0,
+                 statement_timeout: float = 0.0) -> "ConnectionPool":
+        return cls(lambda: connect(database, timeout, statement_timeout), max_idle)
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
+    def connection(self) -> Iterator[Any]:
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
@@ -164,10 +166,17 @@ class ConnectionPool:
             else:
                 conn.close()
 
-    def close(self) -> None:
-        self._closed = True
+    def discard_idle(self) -> None:
+        """Close the idle connections: after a database outage they are all
+        dead, and each would fail one caller before being dropped."""
         while True:
             try:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+            except ERRORS:
+                continue
+
+    def close(self) -> None:
+        self._closed = True
+        self.discard_idle()

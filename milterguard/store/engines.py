@@ -225,8 +225,8 @@ def connect(database: str, timeout: float = 5.0, statement_timeout: float = 0.0)
 def connect_sqlite(path: str, timeout: float = 5.0) -> sqlite3.Connection:
     """Open the database file in WAL mode, creating its directory.
 
-    ``check_same_thread=False`` because the store's writer thread and the
-    CLI share the connection type; each thread still opens its own.
+    ``check_same_thread=False`` because the pool hands a connection to
+    whichever thread asks next (one thread at a time).
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
