@@ -4,8 +4,9 @@ Before a rule goes live an admin wants to see what it reads and what it
 matched. ``explain`` loads the config and rules exactly as ``run`` does,
 decodes the message into the views rules name, and prints each targeted
 view's text (shortened), the rules that hit in it with the matched excerpt,
-presence and compound rules, the score against the thresholds, and the
-verdict the daemon's own session logic reaches. DNSBL, HELO and envelope
+presence and compound rules, the classifier's probability with its
+strongest tokens (when the database has learned counts), the score against
+the thresholds, and the verdict the daemon's own session logic reaches. DNSBL, HELO and envelope
 gates and greylisting are not run: they need DNS and state, and `replay`
 against a running daemon shows them.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import sys
 from typing import Any
 
@@ -38,6 +40,8 @@ X-Replay-Rcpt-To pseudo-headers set the envelope, as for `replay`. Gates
 SHOW_CHARS = 300
 #: Texts of one view shown (a message may have hundreds of URLs).
 SHOW_TEXTS = 5
+#: Strongest classifier tokens shown.
+SHOW_CLUES = 15
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("message", metavar="FILE.eml", help="message file (headers and body)")
-    add_config_arguments(p, state_dir=False)
+    add_config_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.add_argument("--chars", type=int, default=SHOW_CHARS, metavar="N",
                    help=f"characters of each view text shown (default {SHOW_CHARS}; 0 = all)")
@@ -91,12 +95,12 @@ def _targets(rs: RuleSet, all_views: bool) -> list[str]:
 
 
 def _session_verdict(policy: Any, env: Envelope, headers: list[tuple[str, str]],
-                     body: bytes) -> dict[str, Any]:
+                     body: bytes, classifier: Any = None) -> dict[str, Any]:
     """Drive the daemon's own Session (no gates, no greylist, no store)."""
     from milterguard.milter.engine import Engine
     from milterguard.milter.session import Session
 
-    session = Session(Engine(policy))
+    session = Session(Engine(policy, classifier=classifier))
     macros = {"{auth_authen}": env.auth} if env.auth else {}
     out: dict[str, Any] = {"stage": "", "action": "accept", "reply": "", "rejected_recipients": []}
 
@@ -141,8 +145,31 @@ def _session_verdict(policy: Any, env: Envelope, headers: list[tuple[str, str]],
     return out
 
 
+def _classifier_report(policy: Any, classifier: Any, views: MessageViews) -> dict[str, Any]:
+    settings = policy.classifier
+    if classifier is None or classifier.counts is None:
+        return {"state": "no learned counts"}
+    counts = classifier.counts
+    out: dict[str, Any] = {"learned_spam": counts.spam, "learned_ham": counts.ham,
+                           "tokens": len(counts.tokens)}
+    if not settings.enabled:
+        out["state"] = "disabled"
+        return out
+    if not classifier.ready(settings):
+        out["state"] = (f"inactive: needs {settings.min_spam} spam and {settings.min_ham} "
+                        "ham learned")
+        return out
+    score = classifier.score(settings, views)
+    band = settings.band(score.probability)
+    out.update(state="active", probability=score.probability,
+               band=band.id if band else None, message_tokens=score.tokens,
+               clues=[{"token": t, "spam_prob": round(f, 4)}
+                      for t, f in score.clues[:SHOW_CLUES]])
+    return out
+
+
 def explain_message(policy: Any, raw: bytes, chars: int = SHOW_CHARS,
-                    all_views: bool = False) -> dict[str, Any]:
+                    all_views: bool = False, classifier: Any = None) -> dict[str, Any]:
     """Everything `explain` shows, as plain data (the --json output)."""
     parsed = parse_message(raw)
     env = parsed.envelope
@@ -210,7 +237,8 @@ def explain_message(policy: Any, raw: bytes, chars: int = SHOW_CHARS,
         "score_action": by_score,
         "rules_hit": sorted(hit_rules),
         "defects": list(views.defects),
-        "verdict": _session_verdict(policy, env, headers, parsed.body),
+        "classifier": _classifier_report(policy, classifier, views),
+        "verdict": _session_verdict(policy, env, headers, parsed.body, classifier),
     }
 
 
@@ -258,6 +286,16 @@ def format_text(report: dict[str, Any], name: str) -> str:
             lines.append("      " + "; ".join(parts))
     if report["defects"]:
         lines += ["", "decoding defects: " + "; ".join(report["defects"])]
+    bayes = report["classifier"]
+    lines += ["", "== classifier"]
+    if bayes["state"] != "active":
+        lines.append(f"  {bayes['state']}")
+    else:
+        lines.append(f"  spam probability {bayes['probability']:.4f} -> band "
+                     f"{bayes['band'] or '(none)'}  ({bayes['message_tokens']} tokens; learned "
+                     f"{bayes['learned_spam']} spam, {bayes['learned_ham']} ham)")
+        for clue in bayes["clues"]:
+            lines.append(f"  {clue['spam_prob']:6.4f}  {clue['token']}")
     verdict = report["verdict"]
     lines += ["",
               f"score: {report['score']:g} (tag at {report['tag_score']:g}, reject at "
@@ -275,7 +313,7 @@ def format_text(report: dict[str, Any], name: str) -> str:
 def explain(args: argparse.Namespace) -> int:
     from milterguard.milter.engine import Policy
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, args.state_dir)
         policy = Policy.from_config(config)
     except ConfigErrors as exc:
         for err in exc.errors:
@@ -289,7 +327,14 @@ def explain(args: argparse.Namespace) -> int:
             raw = fh.read()
     except OSError as exc:
         raise MilterguardError(f"cannot read {args.message}: {exc.strerror}") from exc
-    report = explain_message(policy, raw, max(0, args.chars), args.all_views)
+    classifier = None
+    if policy.classifier.enabled and os.path.exists(config.database):
+        # Only an existing database: explain must not create one in a state
+        # directory it was not meant for.
+        from milterguard.classifier.runtime import Classifier
+        classifier = Classifier(config.database)
+        classifier.load()
+    report = explain_message(policy, raw, max(0, args.chars), args.all_views, classifier)
     if args.json:
         report["file"] = args.message
         print(json.dumps(report, ensure_ascii=False, indent=1))

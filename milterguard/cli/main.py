@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "stats",
     "report",
     "explain",
+    "learn",
 ]
 
 DESCRIPTION = """\

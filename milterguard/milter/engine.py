@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from milterguard.classifier.settings import ClassifierSettings
 from milterguard.clientaddr import IPNetwork
 from milterguard.config import Config, load_config
 from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
@@ -43,6 +44,8 @@ class Policy:
     reject_reply: Reply
     subject_prefix: str
     on_internal_error: str
+    #: The statistical classifier's bands and limits (its counts live on the Engine).
+    classifier: ClassifierSettings = ClassifierSettings()
     #: Connect and HELO only ever answer "continue": their rejects wait for
     #: the first RCPT and no client or HELO rule accepts or discards. The
     #: adapter may then tell the MTA not to wait for those two answers.
@@ -83,6 +86,13 @@ class Policy:
         on_error = str(msg.get("on_internal_error", "continue"))
         if on_error not in ("continue", "tempfail"):
             errors.append(msg.error("must be continue or tempfail", "on_internal_error"))
+        classifier = ClassifierSettings()
+        try:
+            classifier = ClassifierSettings.from_config(config)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+        except ConfigError as exc:
+            errors.append(exc)
         if errors:
             raise ConfigErrors(errors)
         assert ruleset is not None
@@ -98,7 +108,7 @@ class Policy:
                    reject_score=float(numbers["reject_score"]),
                    reject_reply=reject_reply,
                    subject_prefix=str(msg.get("subject_prefix", "")),
-                   on_internal_error=on_error,
+                   on_internal_error=on_error, classifier=classifier,
                    quiet_connect=_connect_always_continues(delay, ruleset))
 
     @property
@@ -126,12 +136,15 @@ class Engine:
 
     def __init__(self, policy: Policy, gates: Any = None, greylist: Any = None,
                  store: Any = None, clock: Callable[[], float] = time.time,
+                 classifier: Any = None,
                  config_loader: Callable[[], Config] | None = None) -> None:
         self.policy = policy
         self.gates = gates
         self.greylist = greylist
         self.store = store
         self.clock = clock
+        #: classifier.runtime.Classifier: learned counts; None = no classifier.
+        self.classifier = classifier
         self._config_loader = config_loader
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -151,7 +164,12 @@ class Engine:
         gates = Gates.from_config(config)
         greylist = Greylist.from_config(config)
         store = HitStore.from_config(config) if with_store else None
-        return cls(policy, gates=gates, greylist=greylist, store=store,
+        classifier = None
+        if policy.classifier.enabled:
+            from milterguard.classifier.runtime import Classifier
+            classifier = Classifier(config.database, clock=time.time)
+            classifier.start(policy.classifier.refresh_interval)
+        return cls(policy, gates=gates, greylist=greylist, store=store, classifier=classifier,
                    config_loader=lambda: load_config(config.path, config.state_dir))
 
     # -- what sessions call ------------------------------------------------
@@ -187,6 +205,12 @@ class Engine:
                 if found:
                     out.append(rule_finding(rule, f"{found[0]} count={found[1]}"))
         return out
+
+    def classifier_findings(self, policy: Policy, views: MessageViews) -> list[Finding]:
+        """The classifier's band for this message (none until it has learned enough)."""
+        if self.classifier is None or not policy.classifier.enabled:
+            return []
+        return self.classifier.findings(policy.classifier, views)
 
     def compound_findings(self, policy: Policy, findings: list[Finding]) -> list[Finding]:
         hit = {f.rule_id for f in findings}
@@ -261,7 +285,7 @@ class Engine:
 
     def close(self) -> None:
         self._stop.set()
-        for part in (self.gates, self.greylist, self.store):
+        for part in (self.gates, self.greylist, self.store, self.classifier):
             closer = getattr(part, "close", None)
             if closer:
                 try:

@@ -218,6 +218,7 @@ class Session:
         already = {f.rule_id for _, f in msg.findings}
         findings = [f for f in self.engine.content_findings(policy, views, "body")
                     if f.rule_id not in already]
+        findings += self.engine.classifier_findings(policy, views)
         msg.findings.extend(("eom", f) for f in findings)
         compound = self.engine.compound_findings(policy, [f for _, f in msg.findings])
         msg.findings.extend(("eom", f) for f in compound)

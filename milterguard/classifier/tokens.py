@@ -1,0 +1,154 @@
+"""What the classifier counts: tokens from the decoded views the rules read.
+
+A message is reduced to a set of short strings. Body words come from the
+decoded text parts (HTML rendered as a reader sees it), so encodings hide
+nothing; URL hosts, a few header fields and the shape of the header block
+add the structure SpamAssassin's and rspamd's header tests weigh (a
+Message-ID no real mailer writes, a missing Date, a mailer name). Each
+token is counted once per message (presence, as SpamBayes does): a word
+repeated a hundred times is no stronger evidence than once.
+
+Tokens are prefixed by where they came from ("s:" subject, "u:" URL host,
+"h:" header name...), so "free" in a Subject and "free" in the body are
+learned apart. The token text is what the database stores and what
+`explain` shows.
+"""
+
+from __future__ import annotations
+
+import re
+from milterguard.content.views import MessageViews
+
+#: Body and subject words shorter or longer than this are not kept as words.
+MIN_WORD = 3
+MAX_WORD = 15
+#: Longest token stored (a guard against megabyte "words" in the database).
+MAX_TOKEN = 60
+#: Characters of body text tokenized (the start of a message says most).
+MAX_TEXT_CHARS = 100_000
+
+_WORDS = re.compile(r"\S+")
+_STRIP = ".,;:!?\"'()[]{}<>*_=|`~-"
+_DIGITS = re.compile(r"\d+")
+_LETTERS = re.compile(r"[^\W\d_]+")
+_ADDR = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
+
+#: Headers whose value is learned whole (normalised): mailer names and the like.
+_WHOLE_VALUE = ("x-mailer", "user-agent", "x-mimeole", "x-msmail-priority",
+                "x-priority", "precedence", "importance")
+#: Headers never learned by name: the replay harness's and our own.
+_SKIP_NAMES = ("x-milterguard", "x-spam-flag", "x-spam-score", "x-spam-status")
+
+
+def _words(text: str, prefix: str, out: set[str]) -> None:
+    for raw in _WORDS.findall(text):
+        word = raw.strip(_STRIP).lower()
+        n = len(word)
+        if n < MIN_WORD:
+            continue
+        if n <= MAX_WORD:
+            out.add(prefix + word)
+        elif "@" in word or "://" in word or word.startswith("www."):
+            continue     # addresses and links have their own tokens
+        else:
+            # SpamBayes' trick: a long run (base64 noise, a hash) says
+            # something by its first letter and rough length only.
+            out.add(f"{prefix}skip:{word[0]}{n // 10 * 10}")
+
+
+def _shape(value: str) -> str:
+    """Digits and letters collapsed: "20021001.abc123@x" -> "9.a9a9@x"."""
+    return _LETTERS.sub("a", _DIGITS.sub("9", value))
+
+
+def _domain_tail(host: str, labels: int = 2) -> str:
+    parts = host.rstrip(".").split(".")
+    return ".".join(parts[-labels:])
+
+
+def _count_bucket(n: int) -> str:
+    return str(n) if n < 5 else "5-9" if n < 10 else "10+"
+
+
+def header_tokens(views: MessageViews, out: set[str]) -> None:
+    """Header names present, a few fields by word, value or shape."""
+    names = set()
+    for name, _ in views.headers:
+        lname = name.lower()
+        if lname not in _SKIP_NAMES and not lname.startswith("x-replay-"):
+            names.add(lname)
+    for lname in names:
+        out.add("h:" + lname[:MAX_TOKEN])
+    for must in ("date", "message-id", "from", "to", "subject", "mime-version"):
+        if must not in names:
+            out.add("h-missing:" + must)
+    out.add("rcvd:" + _count_bucket(views.header_count("received")))
+    for subject in views.texts("header:subject")[:1]:
+        _words(subject, "s:", out)
+        letters = [c for c in subject if c.isalpha()]
+        if len(letters) >= 8 and all(c.isupper() for c in letters):
+            out.add("s-shape:caps")
+        if not subject.strip():
+            out.add("s-shape:empty")
+    for value in views.texts("header:from")[:1]:
+        low = value.lower()
+        for domain in _ADDR.findall(low)[:1]:
+            out.add("from-dom:" + domain[:MAX_TOKEN])
+            out.add("from-tail:" + _domain_tail(domain))
+        name = low.split("<", 1)[0] if "<" in low else ""
+        _words(name, "from-name:", out)
+    for value in views.texts("header:message-id")[:1]:
+        value = value.strip().strip("<>")
+        left, _, right = value.rpartition("@")
+        out.add("mid-shape:" + _shape(left)[:MAX_TOKEN])
+        out.add("mid-host:" + _domain_tail(right.lower())[:MAX_TOKEN])
+    to_values = views.texts("header:to")
+    out.add("to-count:" + _count_bucket(sum(v.count("@") for v in to_values)))
+    for value in views.texts("header:content-type")[:1]:
+        low = value.lower()
+        out.add("ct:" + low.split(";", 1)[0].strip()[:MAX_TOKEN])
+        match = re.search(r'charset\s*=\s*"?([\w.:-]+)', low)
+        if match:
+            out.add("charset:" + match.group(1)[:MAX_TOKEN])
+    for lname in _WHOLE_VALUE:
+        for value in views.texts("header:" + lname)[:1]:
+            out.add(f"{lname}:" + _shape(" ".join(value.lower().split()))[:MAX_TOKEN])
+    for value in views.texts("header:date")[:1]:
+        zone = value.strip().rsplit(" ", 1)[-1]
+        out.add("date-zone:" + (zone if len(zone) <= 6 else "long"))
+
+
+def body_tokens(views: MessageViews, out: set[str]) -> None:
+    """Words of the decoded text, URL hosts, MIME structure."""
+    budget = MAX_TEXT_CHARS
+    for text in views.texts("body"):
+        if budget <= 0:
+            break
+        _words(text[:budget], "", out)
+        budget -= len(text)
+    hosts = views.texts("url-hosts")
+    for host in hosts:
+        if host.replace(".", "").isdigit() or ":" in host:
+            out.add("u:ip-literal")
+            continue
+        out.add("u:" + host[:MAX_TOKEN])
+        out.add("u-tail:" + _domain_tail(host))
+    out.add("url-count:" + _count_bucket(len(views.texts("urls"))))
+    types = views.texts("mime-types")
+    for ctype in types:
+        out.add("mime:" + ctype[:MAX_TOKEN])
+    if views.texts("html") and "text/plain" not in types:
+        out.add("mime-shape:html-only")
+    for name in views.texts("attachment-names"):
+        ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+        out.add("att-ext:" + ext[:10])
+
+
+def tokenize(views: MessageViews) -> set[str]:
+    """Every token of one message (a set: presence, not frequency)."""
+    out: set[str] = set()
+    header_tokens(views, out)
+    if views.body:
+        body_tokens(views, out)
+    return out
+
