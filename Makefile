@@ -2,7 +2,9 @@
 #   make deps    system packages for the tests (apt; skipped when all present)
 #   make deps-demo  only what the demo uses (no Postfix, no Chromium)
 #   make venv    .venv with milterguard installed editable, plus test and lint tools
-#   make test    the test suite (real Postfix, rbldnsd, nftables in namespaces)
+#   make unit    the unit tier: no root, Postfix, rbldnsd, nft or network
+#   make test    the whole suite: the unit tier and the e2e tier (real
+#                Postfix, rbldnsd, nftables in namespaces, Chromium)
 #   make demo    run the daemon on the shipped defaults, replay samples/ through it
 #   make bench   every bench/bench_*.py in turn
 #   make eval CORPUS=DIR   rules, classifier (k-fold cross-validated) and both on a labelled corpus
@@ -15,7 +17,7 @@ STATE := $(CURDIR)/state
 DEMO_SOCKET := unix:$(STATE)/milterguard.sock
 EVAL_EXCLUDE ?= mime_edge
 
-.PHONY: all deps deps-demo venv test demo bench eval clean
+.PHONY: all deps deps-demo venv unit test demo bench eval clean
 
 all: test
 
@@ -34,6 +36,9 @@ $(VENV)/.installed: pyproject.toml | deps-demo
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -e '.[test,lint]'
 	touch $@
+
+unit: venv
+	$(VPY) -m pytest -q -m 'not e2e' tests/unit
 
 test: deps venv
 	$(VPY) -m pytest

@@ -1,6 +1,6 @@
 """Replay throughput: unix vs TCP socket, one vs several connections.
 
-Starts the pymilter test milters of tests/testmilter.py (``full`` answers
+Starts the pymilter test milters of tests/e2e/testmilter.py (``full`` answers
 every stage, ``lean`` negotiates replies away), replays the same small
 message N times in alternating rounds (the machine is noisy) and prints
 messages per second with ratios against the serial unix-socket baseline.
@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 
 def _start(variant: str, spec: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "testmilter.py"),
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "e2e", "testmilter.py"),
                              variant, spec], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

@@ -1,11 +1,15 @@
 """Real DNS servers on 127.0.0.1 for the gate tests.
 
-- ``Rbldnsd``: the real rbldnsd daemon serving DNSBL zones from files.
+- ``Rbldnsd``: the real rbldnsd daemon serving DNSBL zones from files
+  (end-to-end tests only).
 - ``DnsAuthority``: a small authoritative server built on dnspython (UDP and
   TCP, in threads) answering A/AAAA/MX/PTR/TXT for test domains, with
-  NXDOMAIN, NODATA, SERVFAIL and "never answers" names, and optionally
-  forwarding some zones to an rbldnsd (so one nameserver, like a site's
-  local resolver, serves both).
+  NXDOMAIN, NODATA, SERVFAIL and "never answers" names, DNSBL zones given
+  in rbldnsd's ip4set/ip6trie syntax (``ListZones``: what rbldnsd would
+  answer, so the unit tier needs no rbldnsd; the same zone texts run through
+  the real one in tests/e2e/test_dnsbl_rbldnsd.py), and optionally
+  forwarding some zones to another server (so one nameserver, like a site's
+  local resolver, serves everything).
 - ``BlackHole``: a UDP socket that receives queries and never answers.
 
 Everything binds 127.0.0.1 on free ports and stops cleanly.
@@ -13,6 +17,7 @@ Everything binds 127.0.0.1 on free ports and stops cleanly.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -21,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import dns.flags
 import dns.message
@@ -31,6 +36,9 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+
+if TYPE_CHECKING:
+    from milterguard.config import Config
 
 LOCALHOST = "127.0.0.1"
 
@@ -108,6 +116,71 @@ class Rbldnsd:
             self.dir = ""
 
 
+class ListZones:
+    """DNSBL zones as rbldnsd serves them, from the same dataset texts.
+
+    ``zones`` maps "zone:ip4set" or "zone:ip6trie" to rbldnsd's data file
+    syntax: a line ``:A:TEXT`` sets the value of the entries after it; an
+    entry is ``ADDRESS[/LEN] [:A:TEXT]``. A listed address answers A and TXT
+    (``$`` in the text becomes the address); the most specific entry wins;
+    anything else in the zone is NXDOMAIN.
+    """
+
+    def __init__(self, zones: dict[str, str]) -> None:
+        self.entries: dict[str, list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                           str, str]]] = {}
+        for spec, text in zones.items():
+            zone, dataset = spec.lower().split(":", 1)
+            if dataset not in ("ip4set", "ip6trie"):
+                raise ValueError(f"{spec}: only ip4set and ip6trie are emulated")
+            value = ("127.0.0.2", "")
+            listed = self.entries.setdefault(zone, [])
+            for line in text.splitlines():
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                if line.startswith(":") and not line.startswith("::"):  # "::1" is an entry
+                    value = _list_value(line)
+                    continue
+                network, _, own = line.partition(" ")
+                answer, txt = _list_value(own.strip()) if own.strip() else value
+                listed.append((ipaddress.ip_network(network, strict=False), answer, txt))
+
+    def lookup(self, name: str) -> dict[str, list[str]] | None:
+        """The records for ``name`` (A and TXT), or None when it is not listed."""
+        zone = _in_zone(name, self.entries)
+        if zone is None or name == zone:
+            return None
+        labels = name[:-len(zone) - 1].split(".")
+        try:
+            if len(labels) == 4:
+                addr: ipaddress.IPv4Address | ipaddress.IPv6Address = \
+                    ipaddress.IPv4Address(".".join(reversed(labels)))
+            elif len(labels) == 32:
+                digits = "".join(reversed(labels))
+                addr = ipaddress.IPv6Address(":".join(digits[i:i + 4] for i in range(0, 32, 4)))
+            else:
+                return None
+        except ValueError:
+            return None
+        matches = [entry for entry in self.entries[zone]
+                   if entry[0].version == addr.version and addr in entry[0]]
+        if not matches:
+            return None
+        _, answer, txt = max(matches, key=lambda entry: entry[0].prefixlen)
+        records = {"A": [answer]}
+        if txt:
+            text = txt.replace("$", str(addr)).replace("\\", "\\\\").replace('"', '\\"')
+            records["TXT"] = ['"' + text + '"']
+        return records
+
+
+def _list_value(text: str) -> tuple[str, str]:
+    """``:127.0.0.3:Listed as dialup`` -> ("127.0.0.3", "Listed as dialup")."""
+    _, answer, txt = text.split(":", 2) if text.count(":") >= 2 else (text, text[1:], "")
+    return answer or "127.0.0.2", txt
+
+
 def _in_zone(name: str, zones: Iterable[str]) -> str | None:
     for zone in zones:
         if name == zone or name.endswith("." + zone):
@@ -121,14 +194,16 @@ class DnsAuthority:
     ``records``: {"mail.example.com": {"A": ["192.0.2.25"], "MX": [...]}}.
     A name present with other types gives NODATA; an absent name NXDOMAIN.
     ``servfail`` and ``silent`` are names or zones (suffix match);
-    ``forward`` maps zones to (host, port) of another server.
+    ``forward`` maps zones to (host, port) of another server; ``lists`` are
+    DNSBL zones in rbldnsd's syntax (see ``ListZones``).
     """
 
     def __init__(self, records: dict[str, dict[str, list[str]]],
                  servfail: Iterable[str] = (), silent: Iterable[str] = (),
                  forward: dict[str, tuple[str, int]] | None = None, ttl: int = 300,
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, lists: dict[str, str] | None = None) -> None:
         self.records = {k.lower().rstrip("."): v for k, v in records.items()}
+        self.lists = ListZones(lists or {})
         self.servfail = [s.lower().rstrip(".") for s in servfail]
         self.silent = [s.lower().rstrip(".") for s in silent]
         self.forward = {k.lower().rstrip("."): v for k, v in (forward or {}).items()}
@@ -203,6 +278,8 @@ class DnsAuthority:
             response.set_rcode(dns.rcode.SERVFAIL)
             return response.to_wire()
         data = self.records.get(name)
+        if data is None:
+            data = self.lists.lookup(name)
         if data is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
             response.authority.append(self._soa(name))
@@ -294,12 +371,11 @@ class BlackHole:
         self.close()
 
 
-def load_test_config(text: str, directory: str) -> "Config":
+def load_test_config(text: str, directory: str) -> Config:
     """A Config from built-in defaults overlaid by ``text`` (a site YAML file)."""
-    from milterguard.config import Config, load_config
+    from milterguard.config import load_config
 
     path = os.path.join(directory, "site.yaml")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
-    config: Config = load_config(path, state_dir=directory)
-    return config
+    return load_config(path, state_dir=directory)

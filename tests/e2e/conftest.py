@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from typing import Callable, Iterator
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
+from tests import REPO_ROOT
+from tests.e2e.postfix import (MilterProcess, PostfixInstance, milter_socket_spec,
+                               milterguard_argv, postfix_milter_spec)
 
-from postfix import (MilterProcess, PostfixInstance,  # noqa: E402
-                     milter_socket_spec, milterguard_argv, postfix_milter_spec)
 
 class MilterguardDaemon(MilterProcess):
     """`python3 -m milterguard run` on a socket of the test's choice."""

@@ -8,17 +8,14 @@ real rbldnsd, as a site's local resolver would.
 
 from __future__ import annotations
 
-import os
 import smtplib
-import sys
 from typing import Iterator
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dnsfixtures import DnsAuthority, Rbldnsd  # noqa: E402
-from tests.e2e.postfix import milter_params  # noqa: E402
+from tests.dnsfixtures import DnsAuthority, Rbldnsd
+from tests.e2e.postfix import milter_params
 
 SENDER = "news@example.org"
 RCPT = "alice@example.com"

@@ -19,11 +19,10 @@ from typing import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dnsfixtures import DnsAuthority, free_port  # noqa: E402
-from milterguard.replay.conversation import replay_message  # noqa: E402
-from test_stats_e2e import REPO, listed, message, wait_hits  # noqa: E402
+from tests.dnsfixtures import DnsAuthority, free_port
+from milterguard.replay.conversation import replay_message
+from tests.e2e.test_stats_e2e import REPO, listed, message, wait_hits
 
 CONFIG = """\
 rules: {{shipped: false, site: [], reload_interval: 0.2}}

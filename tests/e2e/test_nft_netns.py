@@ -21,7 +21,7 @@ from milterguard.store import db
 from milterguard.store.hits import HITS_SCHEMA, insert_hits
 from milterguard.verdict import Action, Hit
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import REPO_ROOT as REPO
 SERVER_IP, BANNED_IP, ALLOWED_IP, PORT = "192.0.2.1", "192.0.2.10", "192.0.2.20", 2525
 #: A port the ban does not cover (think SSH): must stay reachable.
 OTHER_PORT = 2222

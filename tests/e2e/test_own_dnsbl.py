@@ -20,7 +20,7 @@ from milterguard.store import db
 from milterguard.store.hits import HITS_SCHEMA, insert_hits
 from milterguard.verdict import Action, Hit
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import REPO_ROOT as REPO
 ZONE = "dnsbl.example"
 
 

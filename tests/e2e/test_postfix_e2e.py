@@ -15,7 +15,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from postfix import PostfixInstance, milter_params
+from tests.e2e.postfix import PostfixInstance, milter_params
 
 SITE_RULES = """\
 rules:

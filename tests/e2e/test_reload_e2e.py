@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from postfix import PostfixInstance, milter_params
+from tests.e2e.postfix import PostfixInstance, milter_params
 
 OLD = "quantum yield bonanza"
 NEW = "sapphire windfall scheme"

@@ -18,12 +18,11 @@ from typing import Iterator
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dnsfixtures import DnsAuthority  # noqa: E402
-from milterguard.replay.conversation import replay_message  # noqa: E402
+from tests.dnsfixtures import DnsAuthority
+from milterguard.replay.conversation import replay_message
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import REPO_ROOT as REPO
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 #: Our own rules rather than the shipped set, which grows: the counts below

@@ -1,4 +1,5 @@
-"""The replay harness against real pymilter milters (tests/testmilter.py)."""
+"""The replay harness against real pymilter milters (tests/e2e/testmilter.py),
+each a spawned process on a unix or TCP socket."""
 
 from __future__ import annotations
 
@@ -8,35 +9,17 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from milterguard.cli import main as cli
-
-from milterguard.errors import MilterguardError
-from milterguard.replay.conversation import (ReplayResult, ids_from_header, ids_from_reply,
-                                            replay_message)
-from milterguard.replay.files import collect_files, replay_paths
-from milterguard.replay.message import parse_message
+from milterguard.replay.conversation import ReplayResult, replay_message
+from milterguard.replay.files import replay_paths
 from milterguard.socketspec import connect
+from tests.unit.replay.samples import BASIC, write_corpus
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-BASIC = b"""\
-X-Replay-Client: 192.0.2.7 mail.example.com
-X-Replay-Helo: helo.example.com
-X-Replay-Auth: alice
-X-Replay-Macro: tls_version=TLSv1.3
-From: Sender <s@example.org>
-To: x@example.net
-Subject: hello
-X-Folded: one
- two
-
-Body line
-"""
 
 
 def _free_port() -> int:
@@ -89,68 +72,10 @@ def _seen(result: ReplayResult) -> dict[str, str]:
     return {n[len("X-Seen-"):]: v for n, v in result.added_headers if n.startswith("X-Seen-")}
 
 
-# ------------------------------------------------------------ parsing
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path)
 
-def test_replay_headers_give_the_envelope_and_are_stripped():
-    msg = parse_message(
-        b"X-Replay-Client: addr=198.51.100.9 name=relay.example.org\r\n"
-        b"X-Replay-Mail-From: <>\r\n"
-        b"X-Replay-Rcpt-To: a@example.net, b@example.net\r\n"
-        b"X-Replay-Rcpt-To: <c@example.net>\r\n"
-        b"X-Replay-Macro: {cipher}=TLS_AES_128\r\n"
-        b"Subject: hi\r\n\r\nbody\r\n")
-    env = msg.envelope
-    assert (env.client_addr, env.client_name, env.helo) == \
-        ("198.51.100.9", "relay.example.org", "relay.example.org")
-    assert env.sender == ""
-    assert env.recipients == ["a@example.net", "b@example.net", "c@example.net"]
-    assert env.macros == {"cipher": "TLS_AES_128"}
-    assert msg.headers == [(b"Subject", b" hi")]
-
-
-def test_defaults_come_from_from_and_to():
-    msg = parse_message(b"From: A <a@example.org>\nTo: b@example.net, "
-                               b"C <c@example.net>\n\nx\n")
-    env = msg.envelope
-    assert (env.client_addr, env.client_name, env.helo) == \
-        ("192.0.2.1", "client.example.com", "client.example.com")
-    assert env.sender == "a@example.org"
-    assert env.recipients == ["b@example.net", "c@example.net"]
-    bare = parse_message(b"Subject: x\n\nbody\n").envelope
-    assert (bare.sender, bare.recipients) == ("sender@example.com", ["rcpt@example.net"])
-
-
-def test_any_line_ending_gives_a_crlf_body_and_folded_headers_keep_newlines():
-    lf = parse_message(b"Subject: a\n  b\n\nline1\nline2\n")
-    crlf = parse_message(b"Subject: a\r\n  b\r\n\r\nline1\r\nline2\r\n")
-    noeol = parse_message(b"Subject: a\r\n  b\r\n\r\nline1\r\nline2")
-    assert lf.body == crlf.body == noeol.body == b"line1\r\nline2\r\n"
-    assert lf.headers == crlf.headers == [(b"Subject", b" a\n  b")]
-
-
-def test_mbox_separator_and_headerless_line_start_the_body():
-    msg = parse_message(b"From a@example.org Mon Jan  1 00:00:00 2024\n"
-                               b"Subject: s\nnot a header\nmore\n")
-    assert msg.headers == [(b"Subject", b" s")]
-    assert msg.body == b"not a header\r\nmore\r\n"
-
-
-def test_bad_pseudo_header_is_an_error():
-    with pytest.raises(MilterguardError):
-        parse_message(b"X-Replay-Colour: blue\n\nx\n")
-    with pytest.raises(MilterguardError):
-        parse_message(b"X-Replay-Macro: novalue\n\nx\n")
-
-
-def test_rule_ids_from_header_and_reply():
-    assert ids_from_header("rule-a, rule-b") == ["rule-a", "rule-b"]
-    assert ids_from_header("hits=rule-a,rule-b score=3.5") == ["rule-a", "rule-b"]
-    assert ids_from_reply("550 5.7.1 Message rejected [rule-a, rule-b]") == \
-        ["rule-a", "rule-b"]
-    assert ids_from_reply("550 5.7.1 [not at end] text") == []
-
-
-# ------------------------------------------------------------ against pymilter
 
 def test_accept_delivers_what_postfix_would_send(milters):
     res = replay_message(milters["full"], BASIC, name="basic", timeout=5)
@@ -243,54 +168,6 @@ def test_lean_milter_negotiates_stages_and_replies_away(milters):
     assert (rej.stage, rej.action, rej.hits) == ("eom", "reject", ["lean-keyword"])
 
 
-def test_connection_errors_are_results(tmp_path):
-    res = replay_message(f"unix:{tmp_path}/nothing.sock", BASIC, name="m", timeout=1)
-    assert res.action == "error" and res.reply
-    assert res.to_dict()["file"] == "m"
-
-
-def test_silent_milter_times_out(tmp_path):
-    path = str(tmp_path / "silent.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
-    held: list[socket.socket] = []
-    thread = threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True)
-    thread.start()
-    try:
-        res = replay_message(f"unix:{path}", BASIC, timeout=0.3)
-        assert (res.stage, res.action) == ("connect", "error")
-        assert "timeout" in res.reply
-    finally:
-        thread.join(2)
-        for conn in held:
-            conn.close()
-        server.close()
-
-
-# ------------------------------------------------------------ many files, CLI
-
-@pytest.fixture
-def corpus(tmp_path):
-    (tmp_path / "ham").mkdir()
-    (tmp_path / "spam").mkdir()
-    (tmp_path / "ham" / "1.eml").write_bytes(BASIC)
-    (tmp_path / "ham" / "2.eml").write_bytes(BASIC.replace(b"\n", b"\r\n"))
-    (tmp_path / "spam" / "1.eml").write_bytes(BASIC.replace(b"hello", b"FORBIDDEN"))
-    (tmp_path / "README.md").write_text("notes, not mail\n")
-    (tmp_path / "expected.yaml").write_text(
-        "ham/1.eml: accept\n"
-        "ham/2.eml:\n  action: accept\n  stage: eom\n  hits: [test-accept]\n"
-        "spam/1.eml:\n  action: reject\n  reply: '550 5.7.1'\n  hits: subject-keyword\n")
-    return tmp_path
-
-
-def test_directory_input_skips_non_message_files(corpus):
-    files = collect_files([str(corpus)], exclude=[str(corpus / "expected.yaml")])
-    assert [os.path.relpath(f, corpus) for f in files] == \
-        ["ham/1.eml", "ham/2.eml", "spam/1.eml"]
-
-
 def test_parallel_replay_keeps_order(milters, corpus):
     serial = [(r.file, r.action) for r in replay_paths(milters["full"], [str(corpus)])]
     parallel = [(r.file, r.action) for r in
@@ -327,14 +204,6 @@ def test_cli_bad_expectation_names_file_and_line(milters, corpus, capsys):
     err = capsys.readouterr().err
     assert rc == 1
     assert "expected.yaml:3" in err and "action" in err
-
-
-def test_progress_line_stays_off_on_pipes(capsys):
-    from milterguard.cli.replay import _Progress
-    progress = _Progress(1000)        # capsys' stderr is no terminal
-    progress.update(10)
-    progress.close()
-    assert not progress.enabled and capsys.readouterr().err == ""
 
 
 def test_cli_json_lines_and_error_exit(milters, corpus, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """A tiny pymilter milter for the replay harness tests.
 
-Run as ``python3 tests/testmilter.py VARIANT SOCKET``.
+Run as ``python3 tests/e2e/testmilter.py VARIANT SOCKET``.
 
 Variant ``full`` defines every callback without decorators, so libmilter
 expects a reply to every stage. It reports what it saw in headers added at

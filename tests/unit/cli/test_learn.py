@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from classifier_mail import make_message, write_messages
+from tests.classifier_mail import make_message, write_messages
 from milterguard.classifier.tokendb import load_counts, open_tokendb
 from milterguard.cli.main import main
 from milterguard.replay.mailboxes import mail_sources, split_mbox

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dnsfixtures import DnsAuthority
+from tests.dnsfixtures import DnsAuthority
 from milterguard.gates.dns import DnsQuery, ResolverSettings
 from milterguard.gates.envelope import (DOMAIN_NONE, DOMAIN_NULL_MX, DOMAIN_OK,
                                          DOMAIN_UNKNOWN, EnvelopeChecks, EnvelopeSettings,

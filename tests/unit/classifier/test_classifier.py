@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from classifier_mail import make_message
+from tests.classifier_mail import make_message
 from milterguard.classifier.model import Counts, Tuning, chi2q, classify, token_prob
 from milterguard.classifier.runtime import Classifier
 from milterguard.classifier.settings import ClassifierSettings
