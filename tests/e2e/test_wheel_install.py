@@ -13,16 +13,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-from postfix import MilterProcess  # noqa: E402
+from tests import REPO_ROOT
+from tests.e2e.postfix import MilterProcess
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 

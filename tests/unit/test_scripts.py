@@ -10,7 +10,7 @@ import os
 import stat
 import subprocess
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import REPO_ROOT as REPO
 
 
 def _program(directory, name: str, body: str) -> None:
