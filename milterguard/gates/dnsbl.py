@@ -5,9 +5,10 @@ an answer inside a zone's configured return codes counts as a listing: the
 well-known disaster is Spamhaus answering 127.255.255.254 ("query through a
 public resolver") and sites then rejecting all mail. Everything else
 (unexpected codes, SERVFAIL, timeouts) is "unknown": logged and counted per
-zone, never acted on. Zones are self-tested the RFC 5782 way (127.0.0.2 is
-listed, 127.0.0.1 is not) at start and periodically; a failing zone is
-suspended until it passes again.
+zone, never acted on (which answers count is the zone configuration's
+business: dnsbl_zones.py). Zones are self-tested the RFC 5782 way
+(127.0.0.2 is listed, 127.0.0.1 is not) at start and periodically; a
+failing zone is suspended until it passes again.
 
 Two ways to decide: ``immediate`` (a listing acts with its code's action)
 or ``weighted`` (postscreen-style: weights of listings add up, allowlist
@@ -16,18 +17,16 @@ zones bring negative weights, and the sum against a threshold decides).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from milterguard.clientaddr import parse_client_ip
 from milterguard.gates.dns import NODATA, NXDOMAIN, OK, DnsQuery, DnsResult
-from milterguard.verdict import STRENGTH, Action, Finding, Reply, clean_reply_text
-from milterguard.yamlsrc import LDict, LList
+from milterguard.gates.dnsbl_zones import (DEFAULT_REPLY, CodeFilter, DnsblZone, is_listing_code,
+                                           nibble_name, parse_zones, read_action, read_reply)
+from milterguard.verdict import STRENGTH, Action, Finding
 
 log = logging.getLogger("milterguard.dnsbl")
 
@@ -35,145 +34,6 @@ LISTED = "listed"
 CLEAN = "clean"
 UNKNOWN = "unknown"
 SUSPENDED = "suspended"
-
-#: Answers that are never a listing whatever a filter says: Spamhaus's error
-#: range (127.255.255.0/24: 252 typo in zone, 254 public resolver, 255
-#: excessive queries) and 127.0.0.1 (RFC 5782 reserves it).
-ERROR_NETWORKS = (ipaddress.ip_network("127.255.255.0/24"),
-                  ipaddress.ip_network("127.0.0.1/32"))
-LOOPBACK_NET = ipaddress.ip_network("127.0.0.0/8")
-
-DEFAULT_REPLY = "554 5.7.1 Service unavailable; Client host [{addr}] blocked using {zone}{txt}"
-_REPLY_RE = re.compile(r"^([45]\d\d) ([45]\.\d{1,3}\.\d{1,3}) (.+)$", re.S)
-_ZONE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ACTIONS = {"reject": Action.REJECT, "tempfail": Action.TEMPFAIL, "accept": Action.ACCEPT}
-
-
-def parse_reply(section: LDict, key: str, text: Any, rule: str | None = None) -> Reply:
-    """``"554 5.7.1 text"`` from config into a Reply, or a ConfigError."""
-    match = _REPLY_RE.match(text) if isinstance(text, str) else None
-    if not match or match.group(1)[0] != match.group(2)[0]:
-        raise section.error('must look like "554 5.7.1 text" (code and enhanced '
-                            'code of the same class)', key, rule)
-    return Reply(match.group(1), match.group(2), match.group(3))
-
-
-def parse_action(section: LDict, key: str, value: Any, rule: str | None = None,
-                 allowed: tuple[str, ...] = ("reject", "tempfail")) -> Action:
-    if value not in allowed:
-        raise section.error(f"must be one of {', '.join(allowed)}", key, rule)
-    return _ACTIONS[value]
-
-
-@dataclass(frozen=True)
-class CodeFilter:
-    """Which answers count as a listing, and what such a listing means.
-
-    Forms: ``127.0.0.2`` (one code), ``127.0.0.2-127.0.0.11`` (a range),
-    ``&0x04`` (bitmask over the last octet of a 127.0.0.0/24 answer, for
-    zones that OR several lists into one answer).
-    """
-
-    text: str
-    low: int = 0
-    high: int = 0
-    mask: int = 0
-    category: str = "dnsbl"
-    action: Action = Action.REJECT
-    weight: float = 1.0
-
-    def matches(self, answer: ipaddress.IPv4Address) -> bool:
-        if self.mask:
-            value = int(answer)
-            return (value >> 8) == 0x7F0000 and bool(value & self.mask)
-        return self.low <= int(answer) <= self.high
-
-
-def parse_code(section: Any, key: Any, text: Any, rule: str) -> tuple[int, int, int]:
-    """(low, high, mask) of a code filter text, or a ConfigError."""
-    if isinstance(text, str):
-        text = text.strip()
-        try:
-            if text.startswith("&"):
-                mask = int(text[1:], 0)
-                if 0 < mask <= 0xFF:
-                    return 0, 0, mask
-            elif "-" in text:
-                first, last = (ipaddress.IPv4Address(p.strip()) for p in text.split("-", 1))
-                if first <= last and first in LOOPBACK_NET and last in LOOPBACK_NET:
-                    return int(first), int(last), 0
-            else:
-                one = ipaddress.IPv4Address(text)
-                if one in LOOPBACK_NET:
-                    return int(one), int(one), 0
-        except ValueError:
-            pass
-    raise section.error("must be 127.0.0.N, a range 127.0.0.2-127.0.0.11 or a bitmask "
-                        "&0xNN", key, rule)
-
-
-@dataclass
-class DnsblZone:
-    """One configured zone: where to ask and which answers mean what."""
-
-    name: str
-    zone: str
-    filters: tuple[CodeFilter, ...]
-    ipv4: bool = True
-    ipv6: bool = False
-    reply: Reply = field(default_factory=lambda: parse_reply(LDict(), "reply", DEFAULT_REPLY))
-    reply_name: str = ""     # what the reply calls the zone; hides a secret zone
-    txt: bool = True         # fetch the TXT record for the reply text
-
-    def query_name(self, addr: str) -> str | None:
-        """``7.2.0.192.zone`` / 32 nibbles for IPv6; None if not asked."""
-        ip = parse_client_ip(addr)
-        if ip is None:
-            return None
-        if ip.version == 4:
-            if not self.ipv4:
-                return None
-            return ".".join(reversed(str(ip).split("."))) + "." + self.zone
-        if not self.ipv6:
-            return None
-        return ".".join(reversed(ip.exploded.replace(":", ""))) + "." + self.zone
-
-    def classify(self, records: tuple[str, ...]) -> tuple[list[CodeFilter], list[str]]:
-        """The filters that the answer hits, and the answers nothing explains."""
-        hit: list[CodeFilter] = []
-        strange: list[str] = []
-        for text in records:
-            try:
-                answer = ipaddress.IPv4Address(text)
-            except ValueError:
-                strange.append(text)
-                continue
-            if any(answer in net for net in ERROR_NETWORKS):
-                strange.append(text)
-                continue
-            matched = [f for f in self.filters if f.matches(answer)]
-            if not matched:
-                strange.append(text)
-            for flt in matched:
-                if flt not in hit:
-                    hit.append(flt)
-        return hit, strange
-
-    def shown_name(self) -> str:
-        return self.reply_name or self.zone
-
-    def reply_for(self, addr: str, txt: str) -> Reply:
-        shown = self.shown_name()
-        if txt and self.reply_name:
-            # A TXT record may echo the query name, secret key and all.
-            txt = re.sub(re.escape(self.zone), shown, txt, flags=re.I)
-        text = self.reply.text
-        for key, value in (("{addr}", addr), ("{zone}", shown),
-                           ("{txt}", "; " + txt if txt else "")):
-            text = text.replace(key, value)
-        if self.reply_name:
-            text = re.sub(re.escape(self.zone), shown, text, flags=re.I)
-        return Reply(self.reply.code, self.reply.xcode, clean_reply_text(text))
 
 
 @dataclass
@@ -233,31 +93,14 @@ class DnsblChecker:
         if mode not in ("immediate", "weighted"):
             raise section.error("must be immediate or weighted", "mode")
         threshold = section.number("threshold", 1.0, -1e9, 1e9)
-        weighted_action = parse_action(section, "weighted_action",
+        weighted_action = read_action(section, "weighted_action",
                                        section.get("weighted_action", "reject"))
         deadline = section.number("deadline", 2.0, 0.01, 60.0)
         self_test = section.flag("self_test", True)
         interval = section.number("self_test_interval", 900.0, 0.0, 7 * 86400.0)
         default_reply = section.get("reply", DEFAULT_REPLY)
-        parse_reply(section, "reply", default_reply)
-        zones_cfg = section.get("zones", [])
-        if zones_cfg is None:
-            zones_cfg = []
-        if not isinstance(zones_cfg, list):
-            raise section.error("must be a list of zones", "zones")
-        zones: list[DnsblZone] = []
-        seen: set[str] = set()
-        for index, item in enumerate(zones_cfg):
-            if not isinstance(item, dict):
-                where = LDict()
-                where.file = section.file
-                where.line = zones_cfg.line_of(index) if isinstance(zones_cfg, LList) else 0
-                raise where.error("each zone must be a mapping", f"zones[{index}]")
-            zone = _parse_zone(item, default_reply)
-            if zone.name in seen:
-                raise item.error(f"duplicate zone name {zone.name!r}", "name", zone.name)
-            seen.add(zone.name)
-            zones.append(zone)
+        read_reply(section, "reply", default_reply)
+        zones = parse_zones(section, default_reply)
         return cls(zones, query, mode=mode, threshold=threshold,
                    weighted_action=weighted_action, deadline=deadline,
                    self_test=self_test, self_test_interval=interval,
@@ -374,7 +217,7 @@ class DnsblChecker:
             return (f"2.0.0.127.{zone.zone}", f"1.0.0.127.{zone.zone}")
         # IPv6-only zones: ::FFFF:7F00:2 and ::FFFF:7F00:1, as nibbles
         # (query_name would turn these IPv4-mapped addresses into IPv4).
-        return (_nibbles("::ffff:7f00:2", zone.zone), _nibbles("::ffff:7f00:1", zone.zone))
+        return (nibble_name("::ffff:7f00:2", zone.zone), nibble_name("::ffff:7f00:1", zone.zone))
 
     def self_test(self) -> dict[str, tuple[bool, str]]:
         """Test every zone once, all test points in one batch; no cache."""
@@ -387,7 +230,7 @@ class DnsblChecker:
             positive, negative = answers[index], answers[count + index]
             if positive.status != OK:
                 out[zone.name] = (False, f"test-point-127.0.0.2={positive.status}")
-            elif not any(_is_listing_code(r) for r in positive.records):
+            elif not any(is_listing_code(r) for r in positive.records):
                 out[zone.name] = (False, "test-point-127.0.0.2-codes="
                                   + ",".join(positive.records))
             elif negative.status not in (NXDOMAIN, NODATA):
@@ -447,79 +290,3 @@ class DnsblChecker:
     def stats(self) -> dict[str, dict[str, int]]:
         with self._lock:
             return {name: vars(c).copy() for name, c in self.counters.items()}
-
-
-def _is_listing_code(text: str) -> bool:
-    try:
-        answer = ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return answer in LOOPBACK_NET and not any(answer in n for n in ERROR_NETWORKS)
-
-
-def _nibbles(addr: str, zone: str) -> str:
-    ip = ipaddress.IPv6Address(addr)
-    return ".".join(reversed(ip.exploded.replace(":", ""))) + "." + zone
-
-
-def _parse_zone(item: LDict, default_reply: str) -> DnsblZone:
-    """One zone; both modes read the same filters (the mode picks action or weight)."""
-    name = item.get("name")
-    if not isinstance(name, str) or not _ZONE_NAME_RE.match(name):
-        raise item.error("must be a short name (letters, digits, - . _)", "name")
-    zone = item.get("zone")
-    if not isinstance(zone, str) or not zone.strip(".") or " " in zone:
-        raise item.error("must be a DNS zone such as dnsbl.example", "zone", name)
-    zone = zone.strip(".").lower()
-    known = {"name", "zone", "codes", "category", "action", "weight", "ipv4", "ipv6",
-             "reply", "reply_name", "txt"}
-    for key in item:
-        if key not in known:
-            raise item.error(f"unknown key (known: {', '.join(sorted(known))})", key, name)
-    flags = {}
-    for key, default in (("ipv4", True), ("ipv6", False), ("txt", True)):
-        value = item.get(key, default)
-        if not isinstance(value, bool):
-            raise item.error("must be true or false", key, name)
-        flags[key] = value
-    if not flags["ipv4"] and not flags["ipv6"]:
-        raise item.error("a zone must list IPv4 or IPv6 addresses", "ipv4", name)
-    category = item.get("category", "dnsbl")
-    if not isinstance(category, str) or not category:
-        raise item.error("must be a non-empty string", "category", name)
-    action = parse_action(item, "action", item.get("action", "reject"), name,
-                          ("reject", "tempfail", "accept"))
-    weight = item.number("weight", 1.0, -1e9, 1e9, rule=name)
-    reply_name = item.get("reply_name", "")
-    if not isinstance(reply_name, str):
-        raise item.error("must be a string", "reply_name", name)
-    reply = parse_reply(item, "reply", item.get("reply", default_reply), name)
-    codes = item.get("codes", ["127.0.0.2-127.0.0.254"])
-    if not isinstance(codes, list) or not codes:
-        raise item.error("must be a non-empty list of codes", "codes", name)
-    filters: list[CodeFilter] = []
-    for index, code in enumerate(codes):
-        where: Any = item
-        key: Any = "codes"
-        entry = {"match": code} if not isinstance(code, dict) else code
-        if isinstance(code, dict):
-            where, key = code, "match"
-            for k in code:
-                if k not in ("match", "category", "action", "weight"):
-                    raise code.error("unknown key (known: match, category, action, weight)",
-                                     k, name)
-        low, high, mask = parse_code(where, key, entry.get("match"), name)
-        f_category = entry.get("category", category)
-        if not isinstance(f_category, str) or not f_category:
-            raise where.error("must be a non-empty string", "category", name)
-        f_action = action
-        if "action" in entry:
-            f_action = parse_action(where, "action", entry["action"], name,
-                                    ("reject", "tempfail", "accept"))
-        f_weight = weight
-        if "weight" in entry:
-            f_weight = where.number("weight", weight, -1e9, 1e9, rule=name)
-        filters.append(CodeFilter(str(entry.get("match")), low, high, mask,
-                                  f_category, f_action, f_weight))
-    return DnsblZone(name, zone, tuple(filters), flags["ipv4"], flags["ipv6"],
-                     reply, reply_name, flags["txt"])
