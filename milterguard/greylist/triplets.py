@@ -268,6 +268,9 @@ class Greylist:
             db.migrate(conn, [GREYLIST_SCHEMA])
         self._cleanup_lock = threading.Lock()
         self._next_cleanup = clock() + settings.cleanup_interval
+        #: Called with every decision's outcome (the daemon's metrics count
+        #: them); None costs nothing.
+        self.on_outcome: Callable[[str], None] | None = None
 
     @classmethod
     def from_config(cls, config: Any, clock: Callable[[], float] = time.time) -> "Greylist":
@@ -291,6 +294,12 @@ class Greylist:
 
     def decide(self, client_addr: str, sender: str, rcpt: str) -> GreylistResult:
         """Greylist one recipient; every outcome comes back for logging."""
+        result = self._decide(client_addr, sender, rcpt)
+        if self.on_outcome is not None:
+            self.on_outcome(result.outcome)
+        return result
+
+    def _decide(self, client_addr: str, sender: str, rcpt: str) -> GreylistResult:
         s = self.settings
         norm_sender, norm_rcpt = normalize_sender(sender), normalize_rcpt(rcpt)
         ip = parse_client_ip(client_addr)

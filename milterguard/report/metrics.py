@@ -23,7 +23,8 @@ What is counted, and where:
   the results of each DNSBL check (``attach`` wraps the checker's
   ``check``; the DNSBL module may also call ``dnsbl_result`` itself).
 - ``milterguard_greylist_total{outcome}``: new, early, passed, known,
-  allowlisted, auto-allowlisted, error (``attach`` wraps the greylist).
+  allowlisted, auto-allowlisted, error (``attach`` hands ``greylist`` to
+  the greylist's ``on_outcome``, so the daemon's own greylist counts).
 - ``milterguard_active_bans``, ``milterguard_rule_reloads_total`` and
   ``milterguard_rule_reload_failures_total``: read at scrape time from the
   bans table and the engine's own counters, so nothing on the SMTP path
@@ -156,8 +157,8 @@ class Metrics:
         """Instrument an Engine without touching the checks' modules.
 
         Sets ``engine.metrics`` (read by the session and the adapter) and
-        wraps the engine's hit recording, the DNSBL checker and the
-        greylist so their results are counted as they pass.
+        wraps the engine's hit recording and the DNSBL checker, and listens
+        to the greylist's outcomes, so their results are counted as they pass.
         """
         engine.metrics = self
         record = engine.record
@@ -179,8 +180,8 @@ class Metrics:
             dnsbl.check = counted_check
 
         greylist = getattr(engine, "greylist", None)
-        if greylist is not None and hasattr(greylist, "decide"):
-            engine.greylist = _CountedGreylist(greylist, self)
+        if greylist is not None:
+            greylist.on_outcome = self.greylist
 
         if self._collector is None:
             self._collector = _EngineCollector(engine, database, clock)
@@ -224,28 +225,6 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-
-class _CountedGreylist:
-    """The greylist as the engine sees it, counting every outcome.
-
-    Mirrors ``Greylist.check`` (nothing unless enabled; the finding of
-    ``decide``) so the outcome, which ``check`` drops, can be counted.
-    """
-
-    def __init__(self, inner: Any, metrics: Metrics) -> None:
-        self._inner = inner
-        self._metrics = metrics
-
-    def check(self, client_addr: str, sender: str, rcpt: str) -> Any:
-        if not self._inner.settings.enabled:
-            return None
-        result = self._inner.decide(client_addr, sender, rcpt)
-        self._metrics.greylist(result.outcome)
-        return result.finding
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 def parse_listen(section: Any, key: str = "listen") -> tuple[str, int] | None:

@@ -9,12 +9,13 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from milterguard.greylist.triplets import Greylist, GreylistSettings
 from milterguard.report import metrics as mmod
 from milterguard.errors import MilterguardError
 from milterguard.store.bans import BANS_SCHEMA
 from milterguard.store import db
 from milterguard.store.hits import HITS_SCHEMA
-from milterguard.verdict import Action, Finding, Hit
+from milterguard.verdict import Action, Hit
 from milterguard.yamlsrc import load_yaml_text
 
 NOW = 1_800_000_000.0
@@ -37,19 +38,24 @@ class FakeDnsbl:
                                 error="timeout")]
 
 
-class FakeGreylist:
-    settings = SimpleNamespace(enabled=True)
+class Clock:
+    def __init__(self):
+        self.now = NOW
 
-    def decide(self, addr, sender, rcpt):
-        outcome = "new" if rcpt.startswith("new") else "passed"
-        finding = Finding("greylist", "greylist", Action.TEMPFAIL) if outcome == "new" else None
-        return SimpleNamespace(outcome=outcome, finding=finding)
+    def __call__(self):
+        return self.now
+
+
+def real_greylist(directory, enabled=True):
+    """The daemon's own Greylist on a file in ``directory``, delay 5 minutes."""
+    settings = GreylistSettings(enabled=enabled, delay=300, auto_allowlist_after=0)
+    return Greylist(settings, os.path.join(directory, "grey.db"), clock=Clock())
 
 
 class FakeEngine:
-    def __init__(self):
+    def __init__(self, greylist=None):
         self.gates = SimpleNamespace(dnsbl=FakeDnsbl())
-        self.greylist = FakeGreylist()
+        self.greylist = greylist
         self.recorded = []
         self.reloads = 3
         self.reload_failures = 1
@@ -67,15 +73,18 @@ def test_counters_and_attach(tmp_path):
                  (NOW - 60,))
     conn.close()
     m = mmod.Metrics()
-    engine = FakeEngine()
+    greylist = real_greylist(str(tmp_path))
+    engine = FakeEngine(greylist)
     m.attach(engine, path, clock=lambda: NOW)
     assert engine.metrics is m
     engine.record([Hit("gtube", "gtube", "eom", Action.REJECT),
                    Hit("trial", "pharmacy", "eom", Action.CONTINUE, observe=True)])
     assert len(engine.recorded) == 2            # still reaches the store
     engine.gates.dnsbl.check("192.0.2.9")
-    assert engine.greylist.check("192.0.2.9", "s@example.com", "new@example.net").rule_id == "greylist"
-    assert engine.greylist.check("192.0.2.9", "s@example.com", "old@example.net") is None
+    assert greylist.check("192.0.2.9", "s@example.com", "r@example.net").rule_id == "greylist"
+    greylist.clock.now += 301
+    assert greylist.check("192.0.2.9", "s@example.com", "r@example.net") is None
+    assert greylist.check("192.0.2.9", "s@example.com", "r@example.net") is None
     m.message("reject")
     m.message("reject")
     m.message("accept")
@@ -91,6 +100,7 @@ def test_counters_and_attach(tmp_path):
     assert ("milterguard_dnsbl_timeouts_total", (("zone", "zen"),)) not in s
     assert s[("milterguard_greylist_total", (("outcome", "new"),))] == 1
     assert s[("milterguard_greylist_total", (("outcome", "passed"),))] == 1
+    assert s[("milterguard_greylist_total", (("outcome", "known"),))] == 1
     assert s[("milterguard_stage_duration_seconds_count", (("stage", "eom"),))] == 1
     assert s[("milterguard_stage_duration_seconds_bucket", (("le", "0.005"), ("stage", "eom")))] == 1
     assert s[("milterguard_stage_duration_seconds_bucket", (("le", "0.0025"), ("stage", "eom")))] == 0
@@ -99,10 +109,9 @@ def test_counters_and_attach(tmp_path):
     assert s[("milterguard_active_bans", ())] == 1
 
 
-def test_greylist_disabled_is_not_asked():
+def test_greylist_disabled_is_not_asked(tmp_path):
     m = mmod.Metrics()
-    engine = FakeEngine()
-    engine.greylist.settings = SimpleNamespace(enabled=False)
+    engine = FakeEngine(real_greylist(str(tmp_path), enabled=False))
     m.attach(engine, None)
     assert engine.greylist.check("192.0.2.9", "s@example.com", "new@example.net") is None
     assert not any(k[0] == "milterguard_greylist_total" for k in samples(m.registry))
