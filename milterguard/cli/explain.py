@@ -174,7 +174,8 @@ def explain_message(policy: Any, raw: bytes, chars: int = SHOW_CHARS,
     parsed = parse_message(raw)
     env = parsed.envelope
     headers = parsed.milter_headers()
-    views = MessageViews(headers, parsed.body, policy.max_scan_bytes)
+    views = MessageViews(headers, parsed.body, policy.max_scan_bytes,
+                         max_parts=policy.max_parts, max_depth=policy.max_depth)
     rs: RuleSet = policy.ruleset
     trusted = _trusted(policy, env)
     envelope_texts = {"client": [env.client_addr, env.client_name], "helo": [env.helo],
@@ -237,6 +238,9 @@ def explain_message(policy: Any, raw: bytes, chars: int = SHOW_CHARS,
         "score_action": by_score,
         "rules_hit": sorted(hit_rules),
         "defects": list(views.defects),
+        # What the scan could not read (the session makes scan:* findings of it).
+        "not_scanned": {"truncated": views.truncated, "structure": views.unscanned,
+                        "decode": views.decode_errors},
         "classifier": _classifier_report(policy, classifier, views),
         "verdict": _session_verdict(policy, env, headers, parsed.body, classifier),
     }
@@ -286,6 +290,9 @@ def format_text(report: dict[str, Any], name: str) -> str:
             lines.append("      " + "; ".join(parts))
     if report["defects"]:
         lines += ["", "decoding defects: " + "; ".join(report["defects"])]
+    for kind, reasons in report["not_scanned"].items():
+        if reasons:
+            lines.append(f"not scanned ({kind}): " + "; ".join(reasons[:5]))
     bayes = report["classifier"]
     lines += ["", "== classifier"]
     if bayes["state"] != "active":

@@ -44,6 +44,14 @@ _HEADER_LINE_BREAK = re.compile(r"\r?\n(?=[ \t])|\r?\n")
 _QP_HEADER_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 
 
+#: Codecs Python decodes with that are no charset a mail reader knows.
+#: Decoding by them shows the rules other text than the reader sees (or
+#: raises: punycode and undefined raise a bare UnicodeError), so a part
+#: labelled so is read like one with an unknown label.
+_NOT_MAIL_CHARSETS = frozenset({"punycode", "idna", "undefined", "unicode-escape",
+                                "raw-unicode-escape", "charmap"})
+
+
 @lru_cache(maxsize=256)
 def lookup_charset(label: str | None) -> str | None:
     """A Python codec name for a MIME charset label, or None if unknown.
@@ -58,25 +66,35 @@ def lookup_charset(label: str | None) -> str | None:
     name = name.split("*", 1)[0]
     name = _CHARSET_ALIASES.get(name, name)
     try:
-        return codecs.lookup(name).name
+        info = codecs.lookup(name)
     except (LookupError, ValueError):
         return None
+    # bytes-to-bytes codecs (base64, zlib, rot13...) are no text encodings.
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_MAIL_CHARSETS:
+        return None
+    return info.name
 
 
-def decode_bytes(data: bytes, charset: str | None) -> str:
+def decode_bytes(data: bytes, charset: str | None, problems: list[str] | None = None) -> str:
     """Bytes in a declared charset to text; never raises.
 
     A missing, unknown or wrong label falls back to UTF-8 and then to
     windows-1252, the two encodings that unlabelled mail is nearly always in.
+    A label that is unknown or did not decode the bytes cleanly is noted in
+    ``problems`` when given (the caller reports it: a decoding failure is a
+    finding, not a silent fallback).
     """
     codec = lookup_charset(charset)
+    if codec is None and charset and problems is not None and charset.strip("\"' "):
+        problems.append(f"unknown charset {charset[:40]!r}")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")) and codec not in ("utf-16", "utf-32"):
         codec = "utf-16"
     if codec and codec not in ("cp1252",):
         try:
             return data.decode(codec)
-        except (UnicodeDecodeError, LookupError):
-            pass
+        except Exception as exc:  # noqa: BLE001 - any codec failure: fall back, never stop
+            if problems is not None:
+                problems.append(f"charset {charset!r} did not decode ({type(exc).__name__})")
     if data.isascii():
         return data.decode("ascii")
     try:
@@ -88,7 +106,7 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
         # rest so that a stray byte cannot split a word in two.
         try:
             return data.decode(codec, errors="replace").replace("\ufffd", "")
-        except LookupError:
+        except Exception:  # noqa: BLE001
             pass
     return data.decode("cp1252", errors="replace").replace("\ufffd", "")
 
@@ -155,8 +173,9 @@ def _header_str_to_bytes(value: str) -> bytes | None:
         return None
 
 
-def decode_header_value(value: str | bytes) -> str:
-    """Unfold and decode RFC 2047 encoded words in any charset; never raises."""
+def decode_header_value(value: str | bytes, problems: list[str] | None = None) -> str:
+    """Unfold and decode RFC 2047 encoded words in any charset; never raises.
+    Charsets that failed to decode are noted in ``problems`` when given."""
     if isinstance(value, bytes):
         value = decode_bytes(value[:MAX_HEADER_BYTES], None)
     elif "=?" not in value and value.isascii() and len(value) <= MAX_HEADER_BYTES:
@@ -172,10 +191,10 @@ def decode_header_value(value: str | bytes) -> str:
         return value.strip()
     # Whitespace between two adjacent encoded words is not part of the text.
     value = _BETWEEN_WORDS.sub(r"\1", value)
-    return _ENCODED_WORD.sub(_decode_word, value).strip()
+    return _ENCODED_WORD.sub(lambda m: _decode_word(m, problems), value).strip()
 
 
-def _decode_word(match: re.Match[str]) -> str:
+def _decode_word(match: re.Match[str], problems: list[str] | None) -> str:
     charset, kind, payload = match.group(1), match.group(2).upper(), match.group(3)
     data = payload.encode("ascii", "surrogateescape") if payload.isascii() \
         else payload.encode("utf-8", "surrogateescape")
@@ -184,7 +203,7 @@ def _decode_word(match: re.Match[str]) -> str:
     else:
         raw = _QP_HEADER_HEX.sub(lambda m: bytes([int(m.group(1), 16)]),
                                  data.replace(b"_", b" "))
-    return decode_bytes(raw, charset)
+    return decode_bytes(raw, charset, problems)
 
 
 # -- Content-* parameters (RFC 2045 and 2231) --------------------------------

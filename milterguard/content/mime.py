@@ -7,6 +7,12 @@ is bounded: bytes decoded per message (``budget``), number of parts and
 nesting depth. Malformed structure never raises; what was tolerated is
 listed in ``MimeWalk.defects``.
 
+What the walk could not read is never dropped silently: parts past the
+limit and nesting past it are listed in ``unscanned``, text past the byte
+budget in ``truncated``, charsets that failed and parts whose decoding
+failed in ``decode_errors`` (the session turns each into a finding). A
+failure in one part is reported and the walk goes on with the next one.
+
 Splitting is done with bytes.find rather than the email package: the
 standard library parses every part into objects the rules never need, and
 it is several times slower on the multipart mail spam is made of.
@@ -152,27 +158,52 @@ class MimeWalk:
     names: list[str] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    #: Content not read: parts past max_parts, nesting past max_depth.
+    unscanned: list[str] = field(default_factory=list)
+    #: Text parts cut or skipped because the byte budget ran out.
+    truncated: list[str] = field(default_factory=list)
+    #: Charsets that failed, parts whose decoding raised (read in a fallback
+    #: decoding, or skipped, and the walk went on).
+    decode_errors: list[str] = field(default_factory=list)
     parts: int = 0
     budget: int = 0
+    max_parts: int = MAX_PARTS
+    max_depth: int = MAX_DEPTH
+
+    def not_scanned(self, reason: str) -> None:
+        self.unscanned.append(reason)
+        self.defects.append(reason)
 
 
 def walk_message(headers: list[tuple[str, str]], body: bytes, budget: int,
-                 top_fields: dict[str, str] | None = None) -> MimeWalk:
+                 top_fields: dict[str, str] | None = None,
+                 max_parts: int = MAX_PARTS, max_depth: int = MAX_DEPTH) -> MimeWalk:
     """Walk a message given as its header fields and body; never raises.
 
     ``top_fields`` are the message header's Content-* fields when the
     caller already has them (MessageViews' header index), so the message
     header is not scanned a second time. ``budget`` bounds the bytes of
-    text decoded.
+    text decoded, ``max_parts`` and ``max_depth`` the tree.
     """
-    walk = MimeWalk(budget=budget)
-    try:
-        _walk_part(headers, body, 0, walk, "text/plain", top_fields)
-    except RecursionError:
-        walk.defects.append("nesting too deep")
-    except Exception as exc:  # noqa: BLE001 - a view never fails a message
-        walk.defects.append(f"walk failed: {type(exc).__name__}")
+    walk = MimeWalk(budget=budget, max_parts=max_parts, max_depth=max_depth)
+    _walk_guarded(headers, body, 0, walk, "text/plain", top_fields)
     return walk
+
+
+def _walk_guarded(headers: list[tuple[str, str]], body: bytes, depth: int,
+                  walk: MimeWalk, default_type: str,
+                  known_fields: dict[str, str] | None = None) -> None:
+    """One part, whatever happens in it: a failure is reported, and the
+    caller goes on with the next part (a part that fails must not hide the
+    parts after it, as a bare UnicodeError from a codec once did)."""
+    part = walk.parts + 1
+    try:
+        _walk_part(headers, body, depth, walk, default_type, known_fields)
+    except RecursionError:
+        walk.not_scanned(f"part {part}: nesting too deep")
+    except Exception as exc:  # noqa: BLE001 - a view never fails a message
+        walk.decode_errors.append(f"part {part}: {type(exc).__name__} while decoding")
+        walk.defects.append(f"walk failed: {type(exc).__name__}")
 
 
 def _walk_part(headers: list[tuple[str, str]], body: bytes, depth: int,
@@ -180,9 +211,9 @@ def _walk_part(headers: list[tuple[str, str]], body: bytes, depth: int,
                known_fields: dict[str, str] | None = None) -> None:
     defects = walk.defects
     walk.parts += 1
-    if walk.parts > MAX_PARTS:
-        if walk.parts == MAX_PARTS + 1:
-            defects.append(f"more than {MAX_PARTS} parts; rest not scanned")
+    if walk.parts > walk.max_parts:
+        if walk.parts == walk.max_parts + 1:
+            walk.not_scanned(f"more than {walk.max_parts} parts; rest not scanned")
         return
     fields = known_fields if known_fields is not None else content_fields(headers)
     ctype_header = fields.get("content-type")
@@ -202,31 +233,35 @@ def _walk_part(headers: list[tuple[str, str]], body: bytes, depth: int,
 
     if ctype.startswith("multipart/"):
         boundary = ctype_params.get("boundary")
-        if depth >= MAX_DEPTH:
-            defects.append("multipart nested too deep")
+        if depth >= walk.max_depth:
+            walk.not_scanned(f"multipart nested deeper than {walk.max_depth}; not scanned")
             return
         if not boundary:
             defects.append("multipart without boundary")
             _leaf(fields, body, "text/plain", walk, ctype_params)
             return
         child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
-        parts = split_multipart(body, boundary, defects)
+        parts = split_multipart(body, boundary, defects, walk.max_parts)
         if parts is None:
             # Boundary never found: show the body the way a lenient reader would.
             defects.append("multipart boundary not found")
             _leaf(fields, body, "text/plain", walk, ctype_params)
             return
         for part in parts:
-            if walk.budget <= 0 or walk.parts > MAX_PARTS:
+            if walk.parts > walk.max_parts:
+                walk.not_scanned(f"more than {walk.max_parts} parts; rest not scanned")
+                break
+            if walk.budget <= 0:
+                walk.truncated.append("parts past the bytes scanned per message")
                 break
             sub_headers, sub_body = split_part(part)
-            _walk_part(sub_headers, sub_body, depth + 1, walk, child_default)
+            _walk_guarded(sub_headers, sub_body, depth + 1, walk, child_default)
         return
     # An attached message is walked even when it has a file name: phishing
     # arrives as a forwarded .eml as often as inline.
     if ctype in ("message/rfc822", "message/global"):
-        if depth >= MAX_DEPTH:
-            defects.append("message nested too deep")
+        if depth >= walk.max_depth:
+            walk.not_scanned(f"attached message nested deeper than {walk.max_depth}; not scanned")
             return
         inner = transfer_decode(fields.get("content-transfer-encoding"), body)
         sub_headers, sub_body = split_part(inner)
@@ -234,12 +269,13 @@ def _walk_part(headers: list[tuple[str, str]], body: bytes, depth: int,
         subject = _first(sub_headers, "subject")
         if subject:
             walk.texts.append(decode_header_value(subject))
-        _walk_part(sub_headers, sub_body, depth + 1, walk, "text/plain")
+        _walk_guarded(sub_headers, sub_body, depth + 1, walk, "text/plain")
         return
     _leaf(fields, body, ctype, walk, ctype_params)
 
 
-def split_multipart(body: bytes, boundary: str, defects: list[str]) -> list[bytes] | None:
+def split_multipart(body: bytes, boundary: str, defects: list[str],
+                    max_parts: int = MAX_PARTS) -> list[bytes] | None:
     """Body parts between boundary lines; None when none is found.
 
     An unclosed multipart keeps its last part and records a defect.
@@ -254,7 +290,7 @@ def split_multipart(body: bytes, boundary: str, defects: list[str]) -> list[byte
             if end > start and body[end - 1:end] == b"\r":
                 end -= 1
             parts.append(body[start:end])
-            if len(parts) > MAX_PARTS:
+            if len(parts) > max_parts:
                 break
         if closing:
             closed = True
@@ -262,7 +298,7 @@ def split_multipart(body: bytes, boundary: str, defects: list[str]) -> list[byte
         start = line_end
     if start is None:
         return None
-    if not closed and len(parts) <= MAX_PARTS:
+    if not closed and len(parts) <= max_parts:
         defects.append("multipart not closed")
         parts.append(body[start:])
     return parts
@@ -279,7 +315,10 @@ def _leaf(fields: dict[str, str], body: bytes, ctype: str, walk: MimeWalk,
         if ctype not in ("text/xml", "text/rtf"):
             return
     if walk.budget <= 0:
+        walk.truncated.append(f"part {walk.parts}: past the bytes scanned per message")
         return
+    if len(body) > walk.budget:
+        walk.truncated.append(f"part {walk.parts}: cut at the bytes scanned per message")
     chunk = body[:walk.budget]
     data = transfer_decode(fields.get("content-transfer-encoding"), chunk)[:walk.budget]
     walk.budget -= len(chunk)
@@ -289,10 +328,19 @@ def _leaf(fields: dict[str, str], body: bytes, ctype: str, walk: MimeWalk,
             meta = _META_CHARSET.search(data, 0, 4096)
             if meta:
                 charset = meta.group(1).decode("ascii", "replace")
-        html = decode_bytes(data, charset)
+        html = _decode_text(data, charset, walk)
         walk.html.append(html)
         text, links = render(html)
         walk.texts.append(text)
         walk.links.extend(links[:MAX_URLS])
     else:
-        walk.texts.append(decode_bytes(data, charset))
+        walk.texts.append(_decode_text(data, charset, walk))
+
+
+def _decode_text(data: bytes, charset: str | None, walk: MimeWalk) -> str:
+    """A text part's bytes as text; a charset that failed is reported."""
+    problems: list[str] = []
+    text = decode_bytes(data, charset, problems)
+    if problems:
+        walk.decode_errors.extend(f"part {walk.parts}: {p}" for p in problems)
+    return text

@@ -10,7 +10,9 @@ Every view is computed on first use and cached, so a message that only meets
 header rules never pays for MIME decoding. The work itself lives beside
 this module: ``decode`` (charsets, RFC 2047, Content-* parameters),
 ``mime`` (the bounded walk over the parts) and ``urls``. Malformed input
-never raises; what was tolerated is listed in ``defects``.
+never raises; what was tolerated is listed in ``defects``, and what could
+not be read in full in ``unscanned``, ``truncated`` and ``decode_errors``
+(the session makes findings of them: nothing is skipped without a trace).
 
 ``MESSAGE_TARGETS`` and ``header_target`` are the one definition of what a
 rule may read from a message; the rule loader validates against them.
@@ -21,8 +23,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Callable
 
-from milterguard.content.decode import decode_header_value
-from milterguard.content.mime import MimeWalk, walk_message
+from milterguard.content.decode import MAX_HEADER_BYTES, decode_header_value
+from milterguard.content.mime import MAX_DEPTH, MAX_PARTS, MimeWalk, walk_message
 from milterguard.content.urls import message_urls, url_hosts
 
 
@@ -30,11 +32,19 @@ class MessageViews:
     """Lazily computed, cached views of one message for rule targets."""
 
     def __init__(self, headers: list[tuple[str, str]], body: bytes,
-                 max_bytes: int = 2 * 1024 * 1024) -> None:
+                 max_bytes: int = 2 * 1024 * 1024, max_parts: int = MAX_PARTS,
+                 max_depth: int = MAX_DEPTH) -> None:
         self.headers = headers
-        self.body = body[:max_bytes] if body else b""
         self.max_bytes = max(1, int(max_bytes))
+        self.max_parts = max_parts
+        self.max_depth = max_depth
+        self.body = b""
         self.defects: list[str] = []
+        # What the header views could not read (kept across set_body).
+        self._header_problems: list[str] = []
+        self._header_cuts: list[str] = []
+        self._body_cut = ""
+        self._set_body(body)
         self._cache: dict[str, list[str]] = {}
         self._walk: MimeWalk | None = None
         # Header positions by lower-case name, and decoded values by
@@ -51,17 +61,51 @@ class MessageViews:
         decoded for the header rules are reused at end of message. Views
         that read the body are dropped (they are recomputed on demand).
         """
-        self.body = body[:self.max_bytes] if body else b""
+        self._set_body(body)
         self._walk = None
         self.defects = []   # only the MIME walk records defects
         for target in [t for t in self._cache if not t.startswith("header")]:
             del self._cache[target]
 
+    def _set_body(self, body: bytes) -> None:
+        self.body = body[:self.max_bytes] if body else b""
+        self._body_cut = (f"body: {len(body) - self.max_bytes} bytes past {self.max_bytes}"
+                          if body and len(body) > self.max_bytes else "")
+
+    # What could not be read in full: the session reports each as a finding.
+    @property
+    def unscanned(self) -> list[str]:
+        """MIME parts past max_parts and nesting past max_depth."""
+        return self._walked().unscanned if self.body else []
+
+    @property
+    def truncated(self) -> list[str]:
+        """Header values and body bytes past the limits scanned."""
+        cut = list(self._header_cuts)
+        if self._body_cut:
+            cut.append(self._body_cut)
+        if self.body:
+            cut += self._walked().truncated
+        return cut
+
+    @property
+    def decode_errors(self) -> list[str]:
+        """Charsets that failed and parts whose decoding failed."""
+        walked = self._walked().decode_errors if self.body else []
+        return self._header_problems + walked
+
     def texts(self, target: str) -> list[str]:
-        """The strings a rule with this target is matched against."""
+        """The strings a rule with this target is matched against.
+
+        Never raises: a view that fails is reported in ``decode_errors``
+        and reads as empty, and the other views are still computed."""
         cached = self._cache.get(target)
         if cached is None:
-            cached = self._compute(target)
+            try:
+                cached = self._compute(target)
+            except Exception as exc:  # noqa: BLE001 - one view never stops the scan
+                self._header_problems.append(f"view {target}: {type(exc).__name__}")
+                cached = []
             self._cache[target] = cached
         return cached
 
@@ -112,7 +156,14 @@ class MessageViews:
             decoded = self._decoded = [None] * len(self.headers)
         value = decoded[pos]
         if value is None:
-            value = decoded[pos] = decode_header_value(self.headers[pos][1])
+            name, raw = self.headers[pos]
+            if len(raw) > MAX_HEADER_BYTES:
+                self._header_cuts.append(f"header {name[:40]}: {len(raw) - MAX_HEADER_BYTES} "
+                                         f"bytes past {MAX_HEADER_BYTES}")
+            problems: list[str] = []
+            value = decoded[pos] = decode_header_value(raw, problems)
+            if problems:
+                self._header_problems.extend(f"header {name[:40]}: {p}" for p in problems)
         return value
 
     def _headers_view(self) -> list[str]:
@@ -142,7 +193,8 @@ class MessageViews:
             # The message header's Content-* fields come from the header
             # index when the header rules built it at end of headers.
             top_fields = self._message_content_fields() if self._index is not None else None
-            walk = self._walk = walk_message(self.headers, self.body, self.max_bytes, top_fields)
+            walk = self._walk = walk_message(self.headers, self.body, self.max_bytes, top_fields,
+                                             self.max_parts, self.max_depth)
             self.defects.extend(walk.defects)
         return walk
 

@@ -22,6 +22,8 @@ from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
 from milterguard.ruleset.rules import RuleSet, load_ruleset, parse_reply
 from milterguard.verdict import Finding, Hit, Reply
 from milterguard.content.views import MessageViews
+from milterguard.milter.coverage import DEFAULT_SCAN_ACTIONS, ScanActions
+from milterguard.ruleset.budget import ScanBudget
 
 log = logging.getLogger("milterguard.engine")
 
@@ -50,6 +52,17 @@ class Policy:
     #: the first RCPT and no client or HELO rule accepts or discards. The
     #: adapter may then tell the MTA not to wait for those two answers.
     quiet_connect: bool = False
+    #: MIME parts and nesting depth scanned per message (content.views).
+    max_parts: int = 200
+    max_depth: int = 10
+    #: Seconds of regex matching per message (ruleset.budget).
+    regex_time: float = 1.0
+    #: What content that could not be scanned in full does (milter.coverage).
+    scan_actions: ScanActions = DEFAULT_SCAN_ACTIONS
+
+    def scan_budget(self) -> ScanBudget:
+        """A fresh regex budget for one message."""
+        return ScanBudget(self.regex_time)
 
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
@@ -83,6 +96,16 @@ class Policy:
         except ValueError as exc:
             errors.append(msg.error(str(exc), "reject_reply"))
             reject_reply = Reply("550", "5.7.1", "Message rejected as spam")
+        limits: dict[str, float] = {"max_parts": 200, "max_depth": 10, "regex_time": 1.0}
+        for key, read in (("max_parts", lambda: msg.integer("max_parts", 200, 1, 100000)),
+                          ("max_depth", lambda: msg.integer("max_depth", 10, 1, 100)),
+                          ("regex_time", lambda: msg.number("regex_time", 1.0, 0.01, 60,
+                                                            "seconds"))):
+            try:
+                limits[key] = read()
+            except ConfigError as exc:
+                errors.append(exc)
+        scan_actions = ScanActions.from_section(msg, errors)
         on_error = str(msg.get("on_internal_error", "continue"))
         if on_error not in ("continue", "tempfail"):
             errors.append(msg.error("must be continue or tempfail", "on_internal_error"))
@@ -109,7 +132,9 @@ class Policy:
                    reject_reply=reject_reply,
                    subject_prefix=str(msg.get("subject_prefix", "")),
                    on_internal_error=on_error, classifier=classifier,
-                   quiet_connect=_connect_always_continues(delay, ruleset))
+                   quiet_connect=_connect_always_continues(delay, ruleset),
+                   max_parts=int(limits["max_parts"]), max_depth=int(limits["max_depth"]),
+                   regex_time=limits["regex_time"], scan_actions=scan_actions)
 
     @property
     def sources(self) -> list[str]:
@@ -184,13 +209,16 @@ class Engine:
             return None
         return self.greylist.check(addr, sender, rcpt)
 
-    def rule_findings(self, policy: Policy, target: str, texts: list[str]) -> list[Finding]:
+    def rule_findings(self, policy: Policy, target: str, texts: list[str],
+                      budget: ScanBudget | None = None) -> list[Finding]:
         rules = policy.ruleset.rules
         return [rule_finding(rules[m.rule_id], m.excerpt)
-                for m in policy.ruleset.match(target, texts)]
+                for m in policy.ruleset.match(target, texts, budget)]
 
-    def content_findings(self, policy: Policy, views: MessageViews, part: str) -> list[Finding]:
-        """Header rules ("headers", at end of headers) or body rules ("body", at end of message)."""
+    def content_findings(self, policy: Policy, views: MessageViews, part: str,
+                         budget: ScanBudget | None = None) -> list[Finding]:
+        """Header rules ("headers", at end of headers) or body rules ("body",
+        at end of message); their regexes share the message's ``budget``."""
         rs = policy.ruleset
         out: list[Finding] = []
         # A target on a header the message lacks has no texts (most do not,
@@ -198,7 +226,7 @@ class Engine:
         for target in rs.header_targets if part == "headers" else rs.body_targets:
             texts = views.texts(target)
             if texts:
-                out += self.rule_findings(policy, target, texts)
+                out += self.rule_findings(policy, target, texts, budget)
         if part == "headers":
             for rule in rs.presence:
                 found = rule.presence_hit(views.header_count)

@@ -23,6 +23,8 @@ from milterguard.smtpinfo import ClientInfo, MessageInfo
 from milterguard.verdict import (STRENGTH, Action, Finding, Hit, Reply, Verdict,
                                  clean_reply_text)
 from milterguard.content.views import MessageViews
+from milterguard.milter.coverage import coverage_findings
+from milterguard.ruleset.budget import ScanBudget
 
 if TYPE_CHECKING:
     from milterguard.milter.engine import Engine, Policy
@@ -60,9 +62,12 @@ class _Message:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
     body_truncated: bool = False
+    body_bytes: int = 0                 # all the body's bytes, scanned or not
+    headers_dropped: int = 0            # headers past max_headers (not scanned)
     findings: list[tuple[str, Finding]] = field(default_factory=list)  # (stage, finding)
     views: MessageViews | None = None   # built at end of headers, body added at eom
     views_headers: int = 0              # headers it was built on (a late header: rebuild)
+    budget: ScanBudget | None = None    # regex time, shared by header and body rules
     score: float = 0.0
     logged: bool = False
 
@@ -176,6 +181,8 @@ class Session:
         msg = self._message()
         if len(msg.headers) < msg.policy.max_headers:
             msg.headers.append((name, value))
+        else:
+            msg.headers_dropped += 1
         return Verdict(stage="header")
 
     def eoh(self, macros: dict[str, str] | None = None) -> Verdict:
@@ -185,9 +192,8 @@ class Session:
         rs = msg.policy.ruleset
         if not rs.header_targets and not rs.presence:
             return Verdict(stage="eoh")
-        views = msg.views = MessageViews(msg.headers, b"", msg.policy.max_scan_bytes)
-        msg.views_headers = len(msg.headers)
-        findings = self.engine.content_findings(msg.policy, views, "headers")
+        views = msg.views = self._new_views(msg, b"")
+        findings = self.engine.content_findings(msg.policy, views, "headers", self._budget(msg))
         msg.findings.extend(("eoh", f) for f in findings)
         verdict = self._strongest(findings, "eoh")
         if verdict.final:
@@ -197,6 +203,7 @@ class Session:
     def body(self, chunk: bytes) -> Verdict:
         msg = self._message()
         room = msg.policy.max_scan_bytes - len(msg.body)
+        msg.body_bytes += len(chunk)
         if room > 0:
             msg.body += chunk[:room]
         if len(chunk) > room:
@@ -210,15 +217,16 @@ class Session:
         policy = msg.policy
         views = msg.views
         if views is None or msg.views_headers != len(msg.headers):
-            views = msg.views = MessageViews(msg.headers, bytes(msg.body), policy.max_scan_bytes)
+            views = msg.views = self._new_views(msg, bytes(msg.body))
         else:
             # Headers decoded at end of headers are decoded once.
             views.set_body(bytes(msg.body))
         # A rule reading both a header and the body hits (and scores) once.
         already = {f.rule_id for _, f in msg.findings}
-        findings = [f for f in self.engine.content_findings(policy, views, "body")
+        findings = [f for f in self.engine.content_findings(policy, views, "body", self._budget(msg))
                     if f.rule_id not in already]
         findings += self.engine.classifier_findings(policy, views)
+        findings += self._coverage(msg, views)
         msg.findings.extend(("eom", f) for f in findings)
         compound = self.engine.compound_findings(policy, [f for _, f in msg.findings])
         msg.findings.extend(("eom", f) for f in compound)
@@ -270,6 +278,32 @@ class Session:
             # Stages out of order (a broken client or MTA): start a message anyway.
             self.msg = _Message(MessageInfo(), self.engine.policy)
         return self.msg
+
+    @staticmethod
+    def _new_views(msg: _Message, body: bytes) -> MessageViews:
+        policy = msg.policy
+        msg.views_headers = len(msg.headers)
+        return MessageViews(msg.headers, body, policy.max_scan_bytes,
+                            max_parts=policy.max_parts, max_depth=policy.max_depth)
+
+    @staticmethod
+    def _budget(msg: _Message) -> ScanBudget:
+        if msg.budget is None:
+            msg.budget = msg.policy.scan_budget()
+        return msg.budget
+
+    @staticmethod
+    def _coverage(msg: _Message, views: MessageViews) -> list[Finding]:
+        """Findings for what the scan of this message did not cover."""
+        truncated = list(views.truncated)
+        if msg.body_truncated:
+            truncated.append(f"body: {msg.body_bytes - msg.policy.max_scan_bytes} bytes "
+                             f"past max_scan_bytes {msg.policy.max_scan_bytes}")
+        if msg.headers_dropped:
+            truncated.append(f"{msg.headers_dropped} headers past max_headers "
+                             f"{msg.policy.max_headers}")
+        return coverage_findings(msg.policy.scan_actions, truncated, views.unscanned,
+                                 views.decode_errors, msg.budget)
 
     def _envelope_rules(self, target: str, texts: list[str]) -> list[Finding]:
         policy = self.engine.policy

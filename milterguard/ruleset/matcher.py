@@ -3,8 +3,9 @@
 All phrases that read the same target are folded (``normalize.fold``),
 split into words and indexed by their first word, so scanning costs about
 the same for ten phrases as for ten thousand (see PhraseMatcher). Regular
-expressions run one by one, each with a timeout, because a catastrophic
-pattern must cost one rule a miss, never stall the milter.
+expressions run one by one, each with a timeout and against the message's
+``ScanBudget``, because a catastrophic pattern must cost one rule a miss
+(reported as a finding), never stall the milter.
 """
 
 from __future__ import annotations
@@ -17,16 +18,24 @@ from typing import Iterable, Sequence
 import regex
 
 from milterguard.content.fold import fold
+from milterguard.ruleset.budget import ScanBudget
 
 log = logging.getLogger("milterguard.matcher")
 
 #: Seconds one regular expression may run on one text.
 REGEX_TIMEOUT = 0.25
 
-# Every search below passes concurrent=False: by default the `regex` module
+# Searches start with concurrent=False: by default the `regex` module
 # releases the GIL around each match, and in a milter with a thread per
 # connection that turns every rule check into a GIL hand-off; measured in the
-# daemon, that more than doubled the CPU cost per message.
+# daemon, that more than doubled the CPU cost per message. But a search that
+# holds the GIL stops every other session for as long as it runs (2-4 s
+# measured with a catastrophic pattern), so one that outlasts HOLD_GIL is
+# run again with concurrent=True: the rare slow search lets the others run,
+# the common fast one keeps its cost.
+
+#: Seconds a search may run holding the GIL before it is retried without.
+HOLD_GIL = 0.01
 
 #: Characters of context kept around a match, for `explain` and the log.
 EXCERPT = 40
@@ -195,12 +204,17 @@ class RegexMatcher:
         for i, (rule_id, pattern) in enumerate(order):
             self._rank.setdefault((rule_id, pattern.pattern), i)
 
-    def _run(self, patterns: Sequence[tuple[str, "regex.Pattern[str]"]], text: str) -> list[Match]:
+    def _run(self, patterns: Sequence[tuple[str, "regex.Pattern[str]"]], text: str,
+             budget: ScanBudget | None) -> list[Match]:
         out = []
         for rule_id, pattern in patterns:
             try:
-                m = pattern.search(text, timeout=REGEX_TIMEOUT, concurrent=False)
+                m = timed_search(pattern, text, budget)
+            except BudgetSpent:
+                continue   # counted in the budget; the session reports it once
             except TimeoutError:
+                if budget is not None:
+                    budget.timed_out[rule_id] = None
                 log.warning("event=regex-timeout rule=%s bytes=%d", rule_id, len(text))
                 continue
             if m:
@@ -208,19 +222,50 @@ class RegexMatcher:
                 out.append(Match(rule_id, text[start:m.end() + EXCERPT], pattern.pattern))
         return out
 
-    def search(self, text: str) -> list[Match]:
-        out = self._run(self.solo, text) if self.solo else []
+    def search(self, text: str, budget: ScanBudget | None = None) -> list[Match]:
+        out = self._run(self.solo, text, budget) if self.solo else []
         if self.combined is not None:
             try:
-                if self.combined.search(text, timeout=REGEX_TIMEOUT, concurrent=False) is None:
+                if timed_search(self.combined, text, budget) is None:
                     return out
             except TimeoutError:
                 pass   # undecided: let each pattern answer under its own timeout
-        out += self._run(self.grouped, text)
+        out += self._run(self.grouped, text, budget)
         if len(out) > 1:
             rank = self._rank
             out.sort(key=lambda m: rank[(m.rule_id, m.phrase)])
         return out
+
+
+class BudgetSpent(TimeoutError):
+    """The message's regex budget is spent: the search was not run."""
+
+
+def timed_search(pattern: "regex.Pattern[str]", text: str,
+                 budget: ScanBudget | None) -> "regex.Match[str] | None":
+    """``pattern.search(text)`` within REGEX_TIMEOUT and what is left of the
+    message's budget; TimeoutError when either runs out.
+
+    The first HOLD_GIL seconds run holding the GIL (cheap); a search that
+    needs longer is run again releasing it, so other sessions go on.
+    """
+    limit = REGEX_TIMEOUT
+    if budget is not None:
+        limit = min(limit, budget.remaining())
+        if limit <= 0:
+            budget.skipped += 1
+            raise BudgetSpent()
+        start = budget.clock()
+    try:
+        try:
+            return pattern.search(text, timeout=min(limit, HOLD_GIL), concurrent=False)
+        except TimeoutError:
+            if limit <= HOLD_GIL:
+                raise
+            return pattern.search(text, timeout=limit - HOLD_GIL, concurrent=True)
+    finally:
+        if budget is not None:
+            budget.spent += budget.clock() - start
 
 
 class TargetMatcher:
@@ -231,8 +276,9 @@ class TargetMatcher:
         self.phrases = PhraseMatcher(phrases)
         self.regexes = RegexMatcher(patterns)
 
-    def search(self, texts: Iterable[str]) -> list[Match]:
-        """Matches in any of the texts; one per (rule, phrase or pattern)."""
+    def search(self, texts: Iterable[str], budget: ScanBudget | None = None) -> list[Match]:
+        """Matches in any of the texts; one per (rule, phrase or pattern).
+        Regexes count against ``budget`` (phrases are linear: they always run)."""
         # Most targets have only phrases or only patterns, and most texts
         # match nothing: skip what is empty, build the dict only for hits.
         phrases = self.phrases if self.phrases.owners else None
@@ -241,7 +287,7 @@ class TargetMatcher:
         for text in texts:
             found = phrases.search(text) if phrases else []
             if regexes:
-                found += regexes.search(text)
+                found += regexes.search(text, budget)
             for m in found:
                 seen.setdefault((m.rule_id, m.phrase), m)
         return list(seen.values()) if seen else []

@@ -20,6 +20,7 @@ import regex
 
 from milterguard.content.views import MESSAGE_TARGETS, header_target
 from milterguard.errors import ConfigError, ConfigErrors
+from milterguard.ruleset.budget import ScanBudget
 from milterguard.ruleset.matcher import Match, TargetMatcher
 from milterguard.verdict import Action, Reply
 from milterguard.yamlsrc import LDict, LList, load_yaml_file
@@ -320,13 +321,15 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.rules)
 
-    def match(self, target: str, texts: Iterable[str]) -> list[Match]:
+    def match(self, target: str, texts: Iterable[str],
+              budget: ScanBudget | None = None) -> list[Match]:
         """One Match per rule that hit: with at least its min_matches
-        distinct phrases or patterns; the excerpt is the first one's."""
+        distinct phrases or patterns; the excerpt is the first one's.
+        Regexes run within the message's ``budget`` when one is given."""
         matcher = self.matchers.get(target)
         if not matcher:
             return []
-        matches = matcher.search(texts)
+        matches = matcher.search(texts, budget)
         if not matches:
             return []
         by_rule: dict[str, list[Match]] = {}
