@@ -7,6 +7,7 @@
 #                Postfix, rbldnsd, nftables in namespaces, Chromium)
 #   make demo    run the daemon on the shipped defaults, replay samples/ through it
 #   make bench   every bench/bench_*.py in turn
+#   make fuzz [FUZZ_SECONDS=300]   property-based fuzzing (tests/fuzz), random examples
 #   make eval CORPUS=DIR   rules, classifier (k-fold cross-validated) and both on a labelled corpus
 #                          (EVAL_EXCLUDE: folders left out, default mime_edge, the parser fixtures)
 
@@ -17,7 +18,7 @@ STATE := $(CURDIR)/state
 DEMO_SOCKET := unix:$(STATE)/milterguard.sock
 EVAL_EXCLUDE ?= mime_edge
 
-.PHONY: all deps deps-demo venv unit test demo bench eval clean
+.PHONY: all deps deps-demo venv unit test demo bench eval fuzz clean
 
 all: test
 
@@ -42,6 +43,23 @@ unit: venv
 
 test: deps venv
 	$(VPY) -m pytest
+
+# Rounds of every test in tests/fuzz with fresh random examples
+# (HYPOTHESIS_PROFILE=fuzz, FUZZ_EXAMPLES per test and round) until
+# FUZZ_SECONDS have passed; a round only starts before that, so the run is
+# bounded by FUZZ_SECONDS plus one round (a test that runs over 900 s is a
+# hang and fails). The first failure stops it; its
+# example is kept in .hypothesis/ and replayed first next time. `make test`
+# runs the same tests on a short fixed set of examples.
+FUZZ_SECONDS ?= 300
+FUZZ_EXAMPLES ?= 1500
+fuzz: deps venv
+	@set -e; end=$$(( $$(date +%s) + $(FUZZ_SECONDS) )); round=0; \
+	while [ $$(date +%s) -lt $$end ]; do \
+	    round=$$((round + 1)); echo "== fuzz round $$round"; \
+	    HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	        $(VPY) -m pytest -q -p no:cacheprovider --timeout=900 tests/fuzz; \
+	done; echo "fuzz: $$round rounds, no failure"
 
 # The daemon runs in the background while replay talks to it; it is stopped
 # whatever replay's outcome, and replay's exit status is make's.
