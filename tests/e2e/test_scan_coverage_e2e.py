@@ -13,7 +13,7 @@ import smtplib
 
 import pytest
 
-from postfix import milter_params
+from tests.e2e.postfix import milter_params
 
 # The shipped rule set: its gtube and pharmacy-subject rules are the ones
 # the bypasses went past.
