@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 from importlib import resources
 from typing import Any
 
@@ -63,6 +64,13 @@ class Config:
             raise self.data.error("must be a non-empty string", key)
         return value.replace("{state_dir}", self.state_dir)
 
+    @property
+    def host_name(self) -> str:
+        """This MX host's name in a shared database: ``server.hostname``,
+        else the machine's name."""
+        name = self.get("server.hostname") or ""
+        return str(name).strip().lower().rstrip(".") or machine_host_name()
+
     def section(self, name: str) -> LDict:
         """A section as a line-aware dict (empty if absent)."""
         value = self.data.get(name)
@@ -86,6 +94,10 @@ class Config:
     def sources(self) -> list[str]:
         """Files whose change means the config must be re-read."""
         return [self.path] if self.path else []
+
+
+def machine_host_name() -> str:
+    return socket.getfqdn().lower()
 
 
 def load_config(path: str | None = None, state_dir: str | None = None) -> Config:

@@ -22,22 +22,31 @@ primary key, so a lookup is one index probe however many millions of
 triplets are stored. Threads take a connection from a small pool; SQLite
 runs their reads in parallel (WAL) and serialises writes. A lookup of a
 known triplet only reads, unless its lifetime is due for a refresh.
+
+Several MX hosts share the triplets when `database:` is a PostgreSQL URL: a
+sender refused at one host passes at another after the delay. The store is
+then a network service that can fail, so each lookup runs under
+``store.deadline`` (store/health.py): a database that is down or slow
+costs an RCPT at most that, the outcome is ``error``, and mail passes
+(``on_store_error: pass``, the default) or is asked to retry (``tempfail``).
+After a failure the database is left alone for ``retry_after`` seconds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from milterguard.clientaddr import IPAddress, IPNetwork, in_networks, network_of, parse_client_ip
-from milterguard.store import db
+from milterguard.store import db, engines
+from milterguard.store.health import DatabaseUnavailable, Deadline, health_of
 from milterguard.verdict import Action, Finding, Reply
 from milterguard.yamlsrc import LDict
 
@@ -168,6 +177,7 @@ class GreylistSettings:
     allow_recipients: frozenset[str] = frozenset()   # "user@dom" or "@dom"
     cleanup_interval: float = 3600.0
     policyd_listen: str = "127.0.0.1:60000"
+    on_store_error: str = "pass"        # or "tempfail": the database did not answer
 
     @property
     def refresh_interval(self) -> float:
@@ -184,6 +194,9 @@ class GreylistSettings:
         null_sender = section.get("null_sender", "greylist")
         if null_sender not in ("greylist", "pass"):
             raise section.error("must be greylist or pass", "null_sender")
+        on_store_error = section.get("on_store_error", "pass")
+        if on_store_error not in ("pass", "tempfail"):
+            raise section.error("must be pass or tempfail", "on_store_error")
         listen = section.get("policyd_listen", "127.0.0.1:60000")
         if not isinstance(listen, str) or ":" not in listen:
             raise section.error("must be HOST:PORT", "policyd_listen")
@@ -209,6 +222,7 @@ class GreylistSettings:
             allow_recipients=frozenset(r.strip("<>") for r in lowered("recipients")),
             cleanup_interval=section.duration("cleanup_interval", cls.cleanup_interval),
             policyd_listen=listen,
+            on_store_error=on_store_error,
         )
         if settings.retry_window <= settings.delay:
             raise section.error("must be longer than delay", "retry_window")
@@ -229,7 +243,8 @@ class GreylistResult:
     ``outcome``: new (first attempt), early (retry before the delay),
     passed (first retry after the delay: the triplet is now known), known,
     auto-allowlisted, allowlisted (static list; ``detail`` says which),
-    disabled, error (store failed: greylisting fails open).
+    disabled, error (the store failed or missed its deadline: greylisting
+    fails open, or answers 451 with ``on_store_error: tempfail``).
     """
 
     outcome: str
@@ -254,30 +269,51 @@ def greylist_reply(retry_in: int) -> Reply:
     return Reply("451", "4.7.1", f"Greylisted, please retry in {retry_in} seconds")
 
 
+#: ``on_store_error: tempfail``: the store did not answer.
+STORE_ERROR_REPLY = Reply("451", "4.7.1", "Greylisting temporarily unavailable, please retry")
+
+
 # ---------------------------------------------------------------- greylist
 
 class Greylist:
     """Greylisting decisions over the shared store; safe to call from many threads."""
 
     def __init__(self, settings: GreylistSettings, database: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, deadline: float = 1.0) -> None:
         self.settings = settings
         self.clock = clock
-        self.pool = db.ConnectionPool.for_path(database)
-        with self.pool.connection() as conn:
-            db.migrate(conn, [GREYLIST_SCHEMA])
+        # A statement may run as long as the RCPT waits for it, no longer.
+        self.pool = db.ConnectionPool.for_path(database, timeout=max(deadline, 2.0),
+                                               statement_timeout=max(deadline, 0.5))
+        self.health = health_of(database)
+        self.deadline = Deadline(deadline)
+        self._migrated = False
+        try:
+            self._migrate()
+        except db.ERRORS as exc:
+            if not engines.is_unavailable(exc):
+                raise
+            # Start without the database: decisions fail open until it is back.
+            self.health.failed(exc)
         self._cleanup_lock = threading.Lock()
         self._next_cleanup = clock() + settings.cleanup_interval
         #: Called with every decision's outcome (the daemon's metrics count
         #: them); None costs nothing.
         self.on_outcome: Callable[[str], None] | None = None
 
+    def _migrate(self) -> None:
+        if not self._migrated:
+            with self.pool.connection() as conn:
+                db.migrate(conn, [GREYLIST_SCHEMA])
+            self._migrated = True
+
     @classmethod
     def from_config(cls, config: Any, clock: Callable[[], float] = time.time) -> "Greylist":
         return cls(GreylistSettings.from_section(config.section("greylist")),
-                   config.database, clock)
+                   config.database, clock, config.section("store").duration("deadline", 1.0))
 
     def close(self) -> None:
+        self.deadline.close()
         self.pool.close()
 
     # -- the session's interface
@@ -315,18 +351,49 @@ class Greylist:
             return result
         now = self.clock()
         try:
-            with self.pool.connection() as conn:
-                self._decide_stored(conn, result, now)
-        except sqlite3.Error as exc:
-            # Fail open: a broken store must not stop mail.
-            log.warning("event=greylist-store-error error=%r", str(exc))
-            result.outcome, result.detail = "error", "store unavailable"
-            return result
+            if not self.health.should_try():
+                # Down a moment ago: answer now rather than wait again.
+                return self._store_failed(result, self.health.last_error, known=True)
+            # On a worker thread, so a database that does not answer costs
+            # this RCPT the deadline and no more; the worker fills in its own
+            # result, which this thread reads only if it came in time.
+            stored = self.deadline.run(self._stored_decision, result, now)
+        except (DatabaseUnavailable, *db.ERRORS) as exc:
+            return self._store_failed(result, exc)
+        self.health.succeeded()
+        result = stored
         if result.outcome in GREYLISTED:
             result.finding = Finding(RULE_ID, CATEGORY, Action.TEMPFAIL,
                                      greylist_reply(result.retry_in),
                                      detail=result.log_fields())
         self.maybe_cleanup(now)
+        return result
+
+    def _stored_decision(self, template: GreylistResult, now: float) -> GreylistResult:
+        res = dataclasses.replace(template)
+        try:
+            self._migrate()
+            with self.pool.connection() as conn:
+                self._decide_stored(conn, res, now)
+        except db.ERRORS as exc:
+            if engines.is_unavailable(exc):
+                self.pool.discard_idle()    # all of them died with the server
+            raise
+        return res
+
+    def _store_failed(self, result: GreylistResult, exc: BaseException | str,
+                      known: bool = False) -> GreylistResult:
+        """Fail open (or 451 with ``on_store_error: tempfail``): a broken or
+        unreachable store must not stop mail. ``known``: the outage was
+        already logged, so this RCPT adds no log line."""
+        if not known:
+            self.health.failed(exc)
+            text = exc if isinstance(exc, str) else engines.error_text(exc)
+            log.warning("event=greylist-store-error error=%r", text)
+        result.outcome, result.detail = "error", "store unavailable"
+        if self.settings.on_store_error == "tempfail":
+            result.finding = Finding(RULE_ID, CATEGORY, Action.TEMPFAIL, STORE_ERROR_REPLY,
+                                     detail=result.log_fields())
         return result
 
     def _static_allow(self, ip: IPAddress,
@@ -348,7 +415,7 @@ class Greylist:
 
     # -- the store
 
-    def _decide_stored(self, conn: sqlite3.Connection, res: GreylistResult, now: float) -> None:
+    def _decide_stored(self, conn: Any, res: GreylistResult, now: float) -> None:
         s = self.settings
         if s.auto_allowlist_after:
             row = conn.execute("SELECT passed, last_seen FROM greylist_clients"
@@ -373,12 +440,13 @@ class Greylist:
             res.outcome = "known"
             return
         with db.transaction(conn):
-            # Read again under the write lock: another thread may have
-            # inserted or passed this triplet since.
+            engines.lock_key(conn, key)
+            # Read again under the write lock: another thread (or host) may
+            # have inserted or passed this triplet since.
             row = conn.execute(select, (key,)).fetchone()
             self._write_decision(conn, res, key, row, now)
 
-    def _write_decision(self, conn: sqlite3.Connection, res: GreylistResult, key: int,
+    def _write_decision(self, conn: Any, res: GreylistResult, key: int,
                         row: tuple | None, now: float) -> None:
         s = self.settings
         if row is None or row[3] <= now:
@@ -423,8 +491,8 @@ class Greylist:
         def run() -> None:
             try:
                 self.cleanup(now)
-            except sqlite3.Error as exc:
-                log.warning("event=greylist-cleanup-error error=%r", str(exc))
+            except db.ERRORS as exc:
+                log.warning("event=greylist-cleanup-error error=%r", engines.error_text(exc))
             finally:
                 self._cleanup_lock.release()
 

@@ -29,6 +29,11 @@ What is counted, and where:
   ``milterguard_rule_reload_failures_total``: read at scrape time from the
   bans table and the engine's own counters, so nothing on the SMTP path
   pays for them.
+- ``milterguard_database_up{engine}`` (0 during an outage),
+  ``milterguard_database_outages_total{engine}``, ``milterguard_hits_queued``
+  (recorded, not yet written: grows while the database is away) and
+  ``milterguard_hits_dropped_total`` (lost to a full queue): read at scrape
+  time from store/health.py and the hits store.
 
 Instrumentation is cheap: label children are cached per label tuple, and
 without a listener nothing is attached at all.
@@ -46,6 +51,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from milterguard.errors import MilterguardError
+from milterguard.store.engines import ERRORS, connect, is_url
+from milterguard.store.health import all_health
 
 log = logging.getLogger("milterguard.metrics")
 
@@ -53,6 +60,14 @@ log = logging.getLogger("milterguard.metrics")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0)
 TIMEOUT_ERRORS = ("timeout", "deadline")
+
+
+def _read_connection(database: str) -> Any:
+    """A short-lived connection for a scrape; SQLite read-only, so a scrape
+    never creates the file or takes its write lock."""
+    if is_url(database):
+        return connect(database, timeout=2.0, statement_timeout=2.0)
+    return sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1.0)
 
 
 class _EngineCollector:
@@ -67,14 +82,14 @@ class _EngineCollector:
         if not self.database:
             return 0
         try:
-            conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=1.0)
-        except sqlite3.Error:
+            conn = _read_connection(self.database)
+        except ERRORS:
             return 0
         try:
             row = conn.execute("SELECT COUNT(*) FROM bans WHERE expires > ?",
                                (self.clock(),)).fetchone()
             return int(row[0])
-        except sqlite3.Error:   # no bans table yet: nothing banned
+        except ERRORS:   # no bans table yet: nothing banned
             return 0
         finally:
             conn.close()
@@ -89,6 +104,25 @@ class _EngineCollector:
                                       value=getattr(self.engine, "reload_failures", 0))
         yield GaugeMetricFamily("milterguard_active_bans", "Bans in force now",
                                 value=self._active_bans())
+        up = GaugeMetricFamily("milterguard_database_up",
+                               "1 while the database answers, 0 during an outage",
+                               labels=["engine"])
+        outages = CounterMetricFamily("milterguard_database_outages",
+                                      "Outages of the database seen by this daemon",
+                                      labels=["engine"])
+        for health in all_health():
+            up.add_metric([health.engine], 1 if health.up else 0)
+            outages.add_metric([health.engine], health.outages)
+        yield up
+        yield outages
+        store = getattr(self.engine, "store", None)
+        if store is not None and hasattr(store, "backlog"):
+            yield GaugeMetricFamily("milterguard_hits_queued",
+                                    "Hits recorded and not yet in the database",
+                                    value=store.backlog)
+            yield CounterMetricFamily("milterguard_hits_dropped",
+                                      "Hits lost because the in-memory queue was full",
+                                      value=getattr(store, "dropped", 0))
 
 
 class Metrics:

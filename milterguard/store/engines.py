@@ -271,3 +271,16 @@ def lock(conn: Any, name: str) -> None:
 def unlock(conn: Any, name: str) -> None:
     if is_postgres(conn):
         conn.execute("SELECT pg_advisory_unlock(?)", (LOCK_IDS[name],))
+
+
+def lock_key(conn: Any, key: int) -> None:
+    """Inside a write transaction: serialise it with others on ``key``.
+
+    SQLite's ``BEGIN IMMEDIATE`` already holds the one write lock of the
+    file, so a read-then-write block runs alone. PostgreSQL lets writers
+    run side by side (READ COMMITTED); a transaction-scoped advisory lock on
+    the key (a greylist triplet's 64-bit hash) gives the same "read again,
+    then write" guarantee per key, across hosts, without a table lock.
+    """
+    if is_postgres(conn):
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (key,))

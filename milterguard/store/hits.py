@@ -8,33 +8,40 @@ so a busy ``bans sync`` or a backup holding a lock loses no hit; only a
 full queue (the database unavailable for a long time under load) drops
 hits, and those are counted and logged.
 
-The schema is plain portable SQL (no SQLite-only types or functions), so a
-PostgreSQL backend can run the same statements.
+The schema is plain portable SQL, the same on SQLite and PostgreSQL. With
+PostgreSQL a server outage or restart is just a long "unavailable": the
+queue holds up to ``store.queue_size`` hits, the outage is logged once and
+exported (store/health.py), and the writer empties the queue when the
+server is back. Each hit carries the name of the host that recorded it
+(``server.hostname``), so hits from several MX hosts stay apart.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from typing import Any, Callable, Iterable
 
-from milterguard.store import db
+from milterguard.store import db, engines
+from milterguard.store.health import health_of
 from milterguard.verdict import Hit
 
 log = logging.getLogger("milterguard.store")
 
 #: Column order used for inserts; ``source`` says who recorded the hit
 #: (the milter, or logscan reading what Postfix or the kernel rejected).
+#: ``host`` names the MX host that recorded it (several share a PostgreSQL).
 HIT_COLUMNS = ("ts", "client_addr", "helo", "sender", "recipients", "stage",
                "rule_id", "category", "action", "queue_id", "observe", "detail",
-               "score", "authenticated", "source")
+               "score", "authenticated", "source", "host")
 
 # Append-only. Migration 1 is the first shipped schema; migration 2 added
 # score, the SASL login of authenticated clients (so bans can skip them)
 # and the source of each hit. Migration 3 added two covering indexes for stats.
+# Migration 4 added the recording host (hits from several MX hosts in one
+# PostgreSQL; '' for hits recorded before).
 #: The hits table. Open a database that records or reads hits with it.
 HITS_SCHEMA = db.Schema.of("hits", [
     [
@@ -69,13 +76,16 @@ HITS_SCHEMA = db.Schema.of("hits", [
         "CREATE INDEX hits_combo ON hits (observe, source, stage, category, rule_id, ts)",
         "CREATE INDEX hits_addr_obs_ts ON hits (client_addr, observe, ts)",
     ],
+    [
+        "ALTER TABLE hits ADD COLUMN host VARCHAR(255) NOT NULL DEFAULT ''",
+    ],
 ])
 
 _INSERT = ("INSERT INTO hits (" + ", ".join(HIT_COLUMNS) + ") VALUES ("
            + ", ".join("?" for _ in HIT_COLUMNS) + ")")
 
 
-def hit_row(hit: Hit, source: str = "milter") -> tuple[Any, ...]:
+def hit_row(hit: Hit, source: str = "milter", host: str = "") -> tuple[Any, ...]:
     """The row for one hit. ``authenticated`` is read if the Hit has it."""
     action = getattr(hit.action, "value", hit.action)
     return (float(hit.ts), hit.client_addr or "", hit.helo or "", hit.sender or "",
@@ -83,12 +93,13 @@ def hit_row(hit: Hit, source: str = "milter") -> tuple[Any, ...]:
             hit.category or "", str(action), hit.queue_id or "",
             1 if hit.observe else 0, hit.detail or "", float(hit.score or 0.0),
             str(getattr(hit, "authenticated", "") or ""),
-            str(getattr(hit, "source", "") or source))
+            str(getattr(hit, "source", "") or source), host)
 
 
-def insert_hits(conn: sqlite3.Connection, hits: Iterable[Hit], source: str = "milter") -> int:
+def insert_hits(conn: Any, hits: Iterable[Hit], source: str = "milter",
+                host: str = "") -> int:
     """Write hits in one transaction (for the writer thread and for logscan)."""
-    rows = [hit_row(h, source) for h in hits]
+    rows = [hit_row(h, source, host) for h in hits]
     if not rows:
         return 0
     with db.transaction(conn):
@@ -96,13 +107,13 @@ def insert_hits(conn: sqlite3.Connection, hits: Iterable[Hit], source: str = "mi
     return len(rows)
 
 
-def prune_hits(conn: sqlite3.Connection, before: float) -> int:
+def prune_hits(conn: Any, before: float) -> int:
     """Delete hits older than ``before`` (a Unix time); returns the count."""
     cur = conn.execute("DELETE FROM hits WHERE ts < ?", (before,))
     return cur.rowcount if cur.rowcount is not None else 0
 
 
-def count_hits(conn: sqlite3.Connection) -> int:
+def count_hits(conn: Any) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM hits").fetchone()[0])
 
 
@@ -115,9 +126,11 @@ class HitStore:
     def __init__(self, path: str, *, queue_size: int = 100_000, batch_size: int = 500,
                  retry_initial: float = 0.05, retry_max: float = 5.0,
                  lock_timeout: float = 0.2, retention: float = 0.0,
-                 prune_interval: float = 3600.0,
+                 prune_interval: float = 3600.0, host: str = "",
                  clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self.host = host
+        self.health = health_of(path)
         self.batch_size = batch_size
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -135,12 +148,18 @@ class HitStore:
         self._stop = threading.Event()
         self._abandon = threading.Event()   # close() gave up waiting
         self._wake = threading.Event()
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Any = None
         self._last_prune = clock()   # first prune one interval after start
         # Create or upgrade the schema now, so a broken database shows at
-        # start-up rather than as dropped hits later.
-        conn = db.open_database(path, [HITS_SCHEMA])
-        conn.close()
+        # start-up rather than as dropped hits later. A database server that
+        # is down is no reason to refuse mail: hits wait in the queue, and
+        # the writer migrates when it first connects.
+        try:
+            db.open_database(path, [HITS_SCHEMA]).close()
+        except db.ERRORS as exc:
+            if not engines.is_unavailable(exc):
+                raise
+            self.health.failed(exc)
         self._thread = threading.Thread(target=self._run, name="hitstore-writer", daemon=True)
         self._thread.start()
 
@@ -155,6 +174,7 @@ class HitStore:
         for key, value in (("queue_size", queue_size), ("batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise section.error("must be a positive integer", key)
+        kw.setdefault("host", config.host_name)
         return cls(config.database, queue_size=queue_size, batch_size=batch_size,
                    retention=float(retention_days) * 86400.0, **kw)
 
@@ -228,8 +248,9 @@ class HitStore:
         if self._conn is None:
             # A short busy timeout: the thread retries by itself, and a long
             # wait inside SQLite would hold up close().
-            self._conn = db.connect(self.path, timeout=self.lock_timeout)
-        n = insert_hits(self._conn, self._pending)
+            self._conn = db.open_database(self.path, [HITS_SCHEMA], timeout=self.lock_timeout)
+        n = insert_hits(self._conn, self._pending, host=self.host)
+        self.health.succeeded()
         self.written += n
         self._pending = []
         with self._cond:
@@ -247,8 +268,8 @@ class HitStore:
             removed = prune_hits(self._conn, now - self.retention)
             if removed:
                 log.info("event=hits_pruned count=%d", removed)
-        except sqlite3.Error as exc:
-            log.info("event=hits_prune_deferred error=%s", str(exc).replace(" ", "_"))
+        except db.ERRORS as exc:
+            log.info("event=hits_prune_deferred error=%r", engines.error_text(exc))
 
     def _run(self) -> None:
         pause = self.retry_initial
@@ -265,16 +286,20 @@ class HitStore:
             try:
                 self._write_pending()
                 pause = self.retry_initial
-            except sqlite3.Error as exc:
-                # Locked, busy or unavailable: keep the batch and retry.
+            except db.ERRORS as exc:
+                # Locked, busy or unavailable: keep the batch (and the queue
+                # behind it) and retry until the database is back.
                 self.retries += 1
+                if engines.is_unavailable(exc):
+                    self.health.failed(exc)
                 if self.retries == 1 or self.retries % 100 == 0:
-                    log.warning("event=hits_write_retry pending=%d error=%s",
-                                len(self._pending), str(exc).replace(" ", "_"))
+                    log.warning("event=hits_write_retry pending=%d queued=%d error=%r",
+                                len(self._pending), self._outstanding,
+                                engines.error_text(exc))
                 if self._conn is not None and "locked" not in str(exc) and "busy" not in str(exc):
                     try:
                         self._conn.close()
-                    except sqlite3.Error:
+                    except db.ERRORS:
                         pass
                     self._conn = None
                 if self._abandon.is_set():

@@ -30,9 +30,11 @@ class Clock:
         self.now += seconds
 
 
-def make(tmp_path, clock: Clock, **over) -> Greylist:
+def make(database: str, clock: Clock, **over) -> Greylist:
+    """A greylist on ``database``: the ``database`` fixture runs each test
+    that takes it on SQLite and on PostgreSQL."""
     settings = GreylistSettings(enabled=True, **over)
-    return Greylist(settings, str(tmp_path / "mg.db"), clock)
+    return Greylist(settings, database, clock)
 
 
 @pytest.fixture
@@ -41,8 +43,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def gl(tmp_path, clock):
-    greylist = make(tmp_path, clock)
+def gl(database, clock):
+    greylist = make(database, clock)
     yield greylist
     greylist.close()
 
@@ -134,8 +136,8 @@ def test_auto_allowlist_after_n_passed_triplets(gl, clock):
     assert gl.decide("192.0.2.1", SENDER, "other@example.com").outcome == "new"
 
 
-def test_auto_allowlist_can_be_off(tmp_path, clock):
-    gl = make(tmp_path, clock, auto_allowlist_after=0)
+def test_auto_allowlist_can_be_off(database, clock):
+    gl = make(database, clock, auto_allowlist_after=0)
     try:
         for i in range(8):
             gl.decide("203.0.113.5", SENDER, f"u{i}@example.com")
@@ -147,9 +149,9 @@ def test_auto_allowlist_can_be_off(tmp_path, clock):
         gl.close()
 
 
-def test_static_allowlists(tmp_path, clock):
+def test_static_allowlists(database, clock):
     import ipaddress
-    gl = make(tmp_path, clock,
+    gl = make(database, clock,
               allow_networks=(ipaddress.ip_network("192.0.2.0/28"),),
               allow_sender_domains=frozenset({"example.net"}),
               allow_recipients=frozenset({"postmaster@example.com", "@example.org"}))
@@ -170,8 +172,8 @@ def test_null_sender_is_greylisted_by_default_then_passes(gl, clock):
     assert gl.decide("192.0.2.10", "", RCPT).outcome == "passed"
 
 
-def test_null_sender_pass_option(tmp_path, clock):
-    gl = make(tmp_path, clock, null_sender="pass")
+def test_null_sender_pass_option(database, clock):
+    gl = make(database, clock, null_sender="pass")
     try:
         result = gl.decide("192.0.2.10", "<>", RCPT)
         assert (result.outcome, result.detail) == ("allowlisted", "null-sender")
@@ -179,8 +181,8 @@ def test_null_sender_pass_option(tmp_path, clock):
         gl.close()
 
 
-def test_disabled_check_passes_everything(tmp_path, clock):
-    gl = Greylist(GreylistSettings(enabled=False), str(tmp_path / "mg.db"), clock)
+def test_disabled_check_passes_everything(database, clock):
+    gl = Greylist(GreylistSettings(enabled=False), database, clock)
     try:
         assert gl.check("192.0.2.10", SENDER, RCPT) is None
     finally:
@@ -208,8 +210,8 @@ def test_cleanup_removes_only_expired(gl, clock):
     assert gl.stats() == {"pending": 0, "passed": 1, "auto_allowlisted": 0}
 
 
-def test_periodic_cleanup_runs_in_background(tmp_path, clock):
-    gl = make(tmp_path, clock, cleanup_interval=60.0)
+def test_periodic_cleanup_runs_in_background(database, clock):
+    gl = make(database, clock, cleanup_interval=60.0)
     try:
         gl.decide("192.0.2.10", SENDER, RCPT)
         clock.advance(3 * 86400)
@@ -243,9 +245,9 @@ def test_concurrent_first_attempts_make_one_entry(gl, clock):
         assert conn.execute("SELECT attempts FROM greylist_triplets").fetchone()[0] == 120
 
 
-def test_state_shared_between_instances(tmp_path, clock):
+def test_state_shared_between_instances(database, clock):
     """The milter and policyd open the same database."""
-    a, b = make(tmp_path, clock), make(tmp_path, clock)
+    a, b = make(database, clock), make(database, clock)
     try:
         a.decide("192.0.2.10", SENDER, RCPT)
         clock.advance(301)

@@ -16,8 +16,8 @@ def _hits(n: int, addr: str = "192.0.2.7", **kw) -> list[Hit]:
                 detail=f"n={i}", **kw) for i in range(n)]
 
 
-def test_record_flush_close_writes_every_field(tmp_path):
-    path = str(tmp_path / "m.db")
+def test_record_flush_close_writes_every_field(database):
+    path = database
     store = HitStore(path, batch_size=7)
     store.record(_hits(20, observe=True, queue_id="4AB12C"))
     assert store.flush(10)
@@ -91,8 +91,8 @@ def test_full_queue_drops_and_counts_instead_of_blocking(tmp_path):
     assert count_hits(db.open_database(path, [HITS_SCHEMA])) == 200 - store.dropped
 
 
-def test_prune_by_retention(tmp_path):
-    path = str(tmp_path / "m.db")
+def test_prune_by_retention(database):
+    path = database
     now = 1_700_000_000.0
     store = HitStore(path, retention=86400, clock=lambda: now, prune_interval=1e9)
     store.record([Hit("r", "c", "rcpt", Action.REJECT, client_addr="192.0.2.1", ts=now - 2 * 86400),
