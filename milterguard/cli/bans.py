@@ -123,13 +123,16 @@ def _list(args: argparse.Namespace, config: Any, engine: BanEngine) -> int:
     if not bans:
         print("no active bans")
         return 0
+    # HOSTS: the MX hosts whose hits are the evidence ("-": a manual ban,
+    # or hits recorded before hosts were named).
+    width = max([5] + [len(b.hosts) for b in bans])
     print(f"{'ADDRESS':<26} {'CATEGORY':<12} {'HITS':>5} {'FIRST SEEN':<19}  "
-          f"{'LAST SEEN':<19}  {'EXPIRES':<19}  REASON")
+          f"{'LAST SEEN':<19}  {'EXPIRES':<19}  {'HOSTS':<{width}}  REASON")
     for b in bans:
         first = _fmt_time(b.first_seen) if b.first_seen else "-"
         last = _fmt_time(b.last_seen) if b.last_seen else "-"
         print(f"{b.addr:<26} {b.category:<12} {b.hit_count:>5} {first:<19}  {last:<19}  "
-              f"{_fmt_time(b.expires):<19}  {b.reason}")
+              f"{_fmt_time(b.expires):<19}  {b.hosts or '-':<{width}}  {b.reason}")
     return 0
 
 

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     summary = []
     try:
         for path in files:
-            result = LogScanner(conn, str(path)).scan()
+            result = LogScanner(conn, str(path), host=config.host_name).scan()
             summary.append({"log": path, "lines": result.lines, "hits": result.hits,
                             "rotated": result.rotated, "truncated": result.truncated})
     finally:

@@ -12,6 +12,7 @@ import sys
 
 from milterguard import __version__
 from milterguard.errors import MilterguardError
+from milterguard.store.engines import ERRORS, error_text
 
 #: Sub-command modules, in the order `--help` lists them.
 COMMAND_MODULES = [
@@ -26,6 +27,7 @@ COMMAND_MODULES = [
     "report",
     "explain",
     "learn",
+    "db",
 ]
 
 DESCRIPTION = """\
@@ -93,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except MilterguardError as exc:
         print(f"milterguard: {exc}", file=sys.stderr)
+        return 1
+    except ERRORS as exc:   # the database is down, locked or refused us
+        print(f"milterguard: database: {error_text(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

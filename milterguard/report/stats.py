@@ -39,15 +39,18 @@ table rows and free of sorts: the per-vector counts are one GROUP BY in
 the order of ``hits_combo`` over the few distinct (observe, source, stage,
 category, rule_id) combinations, mapped to vectors in Python; latest
 reasons and top addresses walk ``hits_addr_obs_ts``; hits over time count
-index ranges per combination and time slice. The SQL is portable.
+index ranges per combination and time slice. The SQL is portable: the
+same queries run on SQLite and on a PostgreSQL shared by several MX hosts,
+where they count every host's hits.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
+
+from milterguard.store.engines import table_exists
 
 VECTORS = ("dnsbl", "connect", "helo", "envelope", "greylist", "header", "body",
            "firewall", "postscreen", "auth", "mta", "other")
@@ -138,13 +141,7 @@ def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 1) if whole else 0.0
 
 
-def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                       (name,)).fetchone()
-    return row is not None
-
-
-def compute_stats(conn: sqlite3.Connection, since: float = 0.0, *,
+def compute_stats(conn: Any, since: float = 0.0, *,
                   clock: Callable[[], float] = time.time,
                   rule_ids: Iterable[str] | None = None,
                   observe_rule_ids: Iterable[str] | None = None,
@@ -213,7 +210,7 @@ def compute_stats(conn: sqlite3.Connection, since: float = 0.0, *,
                         for r, n in sorted(observe.items(), key=lambda x: (-x[1], x[0]))]
 
     active = 0
-    if _table_exists(conn, "bans"):
+    if table_exists(conn, "bans"):
         active = int(conn.execute("SELECT COUNT(*) FROM bans WHERE expires > ?",
                                   (now,)).fetchone()[0])
     out.firewall = {"active_bans": active,
@@ -223,7 +220,7 @@ def compute_stats(conn: sqlite3.Connection, since: float = 0.0, *,
     return out
 
 
-def hits_over_time(conn: sqlite3.Connection, since: float, now: float,
+def hits_over_time(conn: Any, since: float, now: float,
                    buckets: int = 48) -> tuple[list[float], dict[str, list[int]]]:
     """Hit counts per category in ``buckets`` equal slices of [since, now].
 

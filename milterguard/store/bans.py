@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
 from milterguard.clientaddr import IPNetwork, network_of, parse_client_ip, parse_network
-from milterguard.store import db
+from milterguard.store import db, engines
 from milterguard.errors import MilterguardError
 from milterguard.yamlsrc import LDict
 from milterguard.store.hits import HITS_SCHEMA
@@ -63,6 +62,11 @@ BANS_SCHEMA = db.Schema.of("bans", [
         " reason TEXT NOT NULL DEFAULT '',"
         " expires REAL NOT NULL DEFAULT 0)",
         "CREATE INDEX ban_events_addr_ts ON ban_events (addr, ts)",
+    ],
+    [
+        # The MX hosts whose hits earned the ban (comma-separated), for a
+        # fleet sharing one PostgreSQL.
+        "ALTER TABLE bans ADD COLUMN hosts TEXT NOT NULL DEFAULT ''",
     ],
 ])
 
@@ -195,6 +199,7 @@ class Ban:
     manual: bool = False
     ban_count: int = 1
     counted_after: float = 0.0
+    hosts: str = ""             # where the evidence was recorded: "mx1,mx2"
 
     @property
     def network(self) -> IPNetwork:
@@ -207,7 +212,7 @@ class Ban:
 
 
 _BAN_COLUMNS = ("addr", "category", "reason", "first_seen", "last_seen", "hit_count",
-                "created", "expires", "manual", "ban_count", "counted_after")
+                "created", "expires", "manual", "ban_count", "counted_after", "hosts")
 
 
 def _row_to_ban(row: Iterable[Any]) -> Ban:
@@ -227,7 +232,7 @@ class _Evidence:
 class BanEngine:
     """Applies a BanPolicy to the hits table. ``clock`` is injectable."""
 
-    def __init__(self, conn: sqlite3.Connection, policy: BanPolicy,
+    def __init__(self, conn: Any, policy: BanPolicy,
                  clock: Callable[[], float] = time.time) -> None:
         self.conn = conn
         self.policy = policy
@@ -317,8 +322,29 @@ class BanEngine:
         rows.sort(key=lambda r: (-r[1], r[0]))
         return ", ".join(f"{rule} x{n}" for rule, n in rows[:3])
 
+    def _evidence_hosts(self, ev: _Evidence, category: str, since: float) -> str:
+        """The hosts that recorded the evidence (hits of several MX hosts
+        in one database count together)."""
+        marks = ", ".join("?" for _ in ev.members)
+        rows = self.conn.execute(
+            "SELECT DISTINCT host FROM hits WHERE client_addr IN (" + marks + ")"
+            " AND category = ? AND ts > ? AND observe = 0 AND host <> ''",
+            [*sorted(ev.members), category, since]).fetchall()
+        return ",".join(sorted(r[0] for r in rows))
+
     def sync(self) -> list[Ban]:
-        """Create the bans the evidence calls for; returns the new bans."""
+        """Create the bans the evidence calls for; returns the new bans.
+
+        Hosts sharing a PostgreSQL sync one at a time (advisory lock), so
+        two of them never make the same ban from the same evidence.
+        """
+        engines.lock(self.conn, "bans")
+        try:
+            return self._sync()
+        finally:
+            engines.unlock(self.conn, "bans")
+
+    def _sync(self) -> list[Ban]:
         now = self.clock()
         existing = self.all_bans()
         candidates: dict[str, tuple[float, Ban]] = {}
@@ -348,7 +374,8 @@ class BanEngine:
             rules = self._rules_summary(ev, category, since)
             reason = f"{ev.count} {category} hits" + (f" ({rules})" if rules else "")
             ban = Ban(key, category, reason, ev.first, ev.last, ev.count, now,
-                      now + duration, False, number, now)
+                      now + duration, False, number, now,
+                      self._evidence_hosts(ev, category, since))
             if key not in candidates or candidates[key][0] < duration:
                 candidates[key] = (duration, ban)
         new = [ban for _, ban in candidates.values()]

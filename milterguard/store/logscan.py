@@ -3,9 +3,10 @@ firewall) refused on its own, as hits.
 
 Postfix's own restrictions and postscreen turn many attackers away before
 the milter sees them; their evidence is only in the log. The scanner keeps
-the file's inode and byte offset in the database (table ``logscan_state``),
-so each run reads only new lines. A changed inode means the log was
-rotated: the rest of the old file is read from its rotated name (``.1``)
+the file's inode and byte offset in the database (table
+``logscan_positions``, per host: MX hosts sharing a PostgreSQL each read
+their own log), so each run reads only new lines. A changed inode means
+the log was rotated: the rest of the old file is read from its rotated name (``.1``)
 if it is still there, then the new file from the start. A file shorter
 than the saved offset was truncated and is read from the start.
 
@@ -21,10 +22,9 @@ import datetime
 import hashlib
 import os
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from milterguard.store import db
 from milterguard.store.hits import HITS_SCHEMA, insert_hits
@@ -45,6 +45,22 @@ LOGSCAN_SCHEMA = db.Schema.of("logscan", [
         # A digest of the file's first bytes: a log truncated and refilled
         # past the old offset before the next scan keeps its inode and size.
         "ALTER TABLE logscan_state ADD COLUMN head VARCHAR(64) NOT NULL DEFAULT ''",
+    ],
+    [
+        # Positions per host: MX hosts sharing one PostgreSQL each read
+        # their own /var/log/mail.log. Rows from before carry host '' and
+        # are taken over by the first host that scans that path.
+        "CREATE TABLE logscan_positions ("
+        " host VARCHAR(255) NOT NULL,"
+        " path VARCHAR(1024) NOT NULL,"
+        " inode INTEGER NOT NULL,"
+        " file_offset INTEGER NOT NULL,"
+        " updated REAL NOT NULL,"
+        " head VARCHAR(64) NOT NULL DEFAULT '',"
+        " PRIMARY KEY (host, path))",
+        "INSERT INTO logscan_positions (host, path, inode, file_offset, updated, head)"
+        " SELECT '', path, inode, file_offset, updated, head FROM logscan_state",
+        "DROP TABLE logscan_state",
     ],
 ])
 
@@ -205,28 +221,36 @@ class ScanResult:
 class LogScanner:
     """Incremental reader of one log file; state lives in the database."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str,
-                 clock: Callable[[], float] = time.time, batch: int = 1000) -> None:
+    def __init__(self, conn: Any, path: str,
+                 clock: Callable[[], float] = time.time, batch: int = 1000,
+                 host: str = "") -> None:
         self.conn = conn
         self.path = path
         self.clock = clock
         self.batch = batch
+        self.host = host
         db.migrate(conn, [HITS_SCHEMA, LOGSCAN_SCHEMA])
 
     def _state(self) -> tuple[int, int, str] | None:
-        row = self.conn.execute("SELECT inode, file_offset, head FROM logscan_state"
-                                " WHERE path = ?", (self.path,)).fetchone()
-        return (int(row[0]), int(row[1]), str(row[2])) if row else None
+        # This host's position; else one saved before positions had hosts.
+        rows = self.conn.execute("SELECT host, inode, file_offset, head FROM logscan_positions"
+                                 " WHERE path = ? AND host IN (?, '')",
+                                 (self.path, self.host)).fetchall()
+        rows.sort(key=lambda r: r[0] != self.host)
+        return (int(rows[0][1]), int(rows[0][2]), str(rows[0][3])) if rows else None
 
     def _save(self, inode: int, offset: int) -> None:
         head = _head(self.path, offset)
-        cur = self.conn.execute("UPDATE logscan_state SET inode = ?, file_offset = ?, updated = ?,"
-                                " head = ? WHERE path = ?",
-                                (inode, offset, self.clock(), head, self.path))
-        if not cur.rowcount:
-            self.conn.execute("INSERT INTO logscan_state (path, inode, file_offset, updated, head)"
-                              " VALUES (?, ?, ?, ?, ?)",
-                              (self.path, inode, offset, self.clock(), head))
+        with db.transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO logscan_positions (host, path, inode, file_offset, updated, head)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host, path) DO UPDATE SET"
+                " inode = excluded.inode, file_offset = excluded.file_offset,"
+                " updated = excluded.updated, head = excluded.head",
+                (self.host, self.path, inode, offset, self.clock(), head))
+            if self.host:
+                self.conn.execute("DELETE FROM logscan_positions WHERE host = '' AND path = ?",
+                                  (self.path,))
 
     def _read_from(self, path: str, offset: int, result: ScanResult) -> int:
         """Record hits from ``path`` starting at ``offset``; returns the new offset.
@@ -245,9 +269,10 @@ class LogScanner:
                 if hit is not None:
                     pending.append(hit)
                 if len(pending) >= self.batch:
-                    result.hits += insert_hits(self.conn, pending, source="logscan")
+                    result.hits += insert_hits(self.conn, pending, source="logscan",
+                                               host=self.host)
                     pending = []
-            result.hits += insert_hits(self.conn, pending, source="logscan")
+            result.hits += insert_hits(self.conn, pending, source="logscan", host=self.host)
         return offset
 
     def scan(self) -> ScanResult:

@@ -33,9 +33,10 @@ class Clock:
 
 
 @pytest.fixture
-def env(tmp_path):
+def env(tmp_path, database):
+    """Every ban test runs on SQLite and on PostgreSQL (``database``)."""
     site = tmp_path / "site.yaml"
-    site.write_text(SITE)
+    site.write_text(SITE + f'database: "{database}"\n')
     config = load_config(str(site), str(tmp_path))
     conn = db.open_database(config.database, [HITS_SCHEMA, BANS_SCHEMA])
     clock = Clock()
@@ -147,3 +148,27 @@ def test_bad_policy_names_file_and_line(tmp_path):
     # The line is the site file's; config._merge keeps the built-in file name
     # on merged sections (reported to the lead), so only the line is checked.
     assert ":3:" in str(exc.value) and "field growth" in str(exc.value)
+
+
+def test_hits_of_several_hosts_count_together(env, tmp_path, capsys, monkeypatch):
+    """Two MX hosts on one database: 2 + 1 hits reach max_hits 3 together,
+    the ban names both hosts, and a second host's sync makes no second ban."""
+    conn, engine, clock = env
+    one = Hit("helo.rule", "helo", "helo", Action.REJECT, client_addr="192.0.2.9",
+              ts=clock.now - 1)
+    insert_hits(conn, [one, one], host="mx1.example.net")
+    insert_hits(conn, [one], host="mx2.example.net")
+    new = engine.sync()
+    assert addrs(new) == ["192.0.2.9"]
+    assert new[0].hit_count == 3 and new[0].hosts == "mx1.example.net,mx2.example.net"
+    assert BanEngine(conn, engine.policy, clock=clock).sync() == []
+    assert [b.hosts for b in engine.active()] == ["mx1.example.net,mx2.example.net"]
+
+    from milterguard.cli import bans as cmd_bans
+    from milterguard.cli.main import main
+    monkeypatch.setattr(cmd_bans, "clock", clock)
+    assert main(["bans", "list", "-c", str(tmp_path / "site.yaml"),
+                 "--state-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "HOSTS" in out.splitlines()[0]
+    assert "192.0.2.9" in out and "mx1.example.net,mx2.example.net" in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 
-from milterguard.store.logscan import LogScanner, parse_line
+from milterguard.store.logscan import LOGSCAN_SCHEMA, LogScanner, parse_line
 from milterguard.store import db
 from milterguard.store.hits import HITS_SCHEMA
 
@@ -78,9 +78,9 @@ def _count(conn) -> int:
     return conn.execute("SELECT COUNT(*) FROM hits WHERE source = 'logscan'").fetchone()[0]
 
 
-def test_incremental_rotation_truncation(tmp_path):
+def test_incremental_rotation_truncation(tmp_path, database):
     log = tmp_path / "mail.log"
-    conn = db.open_database(str(tmp_path / "m.db"), [HITS_SCHEMA])
+    conn = db.open_database(database, [HITS_SCHEMA])
     scanner = LogScanner(conn, str(log), clock=lambda: NOW)
     lines = list(LINES.values())
     log.write_text("\n".join(lines[:3] + NOISE) + "\n" + lines[3][:40])  # last line half-written
@@ -102,4 +102,48 @@ def test_incremental_rotation_truncation(tmp_path):
     result = scanner.scan()
     assert result.truncated and result.hits == 1
     assert _count(conn) == 8
+    conn.close()
+
+
+def test_positions_are_kept_per_host(tmp_path, database):
+    """Two MX hosts on one database each read their own /var/log/mail.log:
+    the same path, different files, separate positions."""
+    lines = list(LINES.values())
+    conn = db.open_database(database, [HITS_SCHEMA])
+    try:
+        log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+        log_a.write_text("\n".join(lines[:3]) + "\n")
+        log_b.write_text("\n".join(lines[:5]) + "\n")
+        mx1 = LogScanner(conn, str(log_a), clock=lambda: NOW, host="mx1.example.net")
+        assert mx1.scan().hits == 3
+        # mx2's log lives at the same path on its own machine.
+        mx2 = LogScanner(conn, str(log_a), clock=lambda: NOW, host="mx2.example.net")
+        os.rename(log_a, tmp_path / "a.keep")
+        os.rename(log_b, log_a)
+        result = mx2.scan()
+        assert result.hits == 5 and not result.rotated
+        hosts = dict(conn.execute("SELECT host, COUNT(*) FROM hits GROUP BY host").fetchall())
+        assert hosts == {"mx1.example.net": 3, "mx2.example.net": 5}
+    finally:
+        conn.close()
+
+
+def test_position_saved_before_hosts_is_taken_over(tmp_path):
+    """A database from before positions had hosts: the first host to scan
+    continues where the old position left off."""
+    path = str(tmp_path / "old.db")
+    conn = db.connect(path)
+    db.migrate(conn, [HITS_SCHEMA, db.Schema.of("logscan", LOGSCAN_SCHEMA.migrations[:2])])
+    log = tmp_path / "mail.log"
+    lines = list(LINES.values())
+    log.write_text("\n".join(lines[:2]) + "\n")
+    offset = os.path.getsize(log)
+    conn.execute("INSERT INTO logscan_state (path, inode, file_offset, updated, head)"
+                 " VALUES (?, ?, ?, 0, '')", (str(log), os.stat(log).st_ino, offset))
+    with open(log, "a") as f:
+        f.write(lines[2] + "\n")
+    scanner = LogScanner(conn, str(log), clock=lambda: NOW, host="mx1.example.net")
+    assert scanner.scan().hits == 1          # only the line after the old position
+    rows = conn.execute("SELECT host FROM logscan_positions").fetchall()
+    assert rows == [("mx1.example.net",)]
     conn.close()
