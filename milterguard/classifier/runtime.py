@@ -26,6 +26,7 @@ from milterguard.classifier.tokendb import (TokenWriter, load_counts, message_di
                                             open_tokendb)
 from milterguard.classifier.tokens import tokenize
 from milterguard.content.views import MessageViews
+from milterguard.store import db
 from milterguard.verdict import Finding
 
 log = logging.getLogger("milterguard.classifier")
@@ -93,7 +94,7 @@ class Classifier:
                     log.info("event=classifier-ready tokens=%d spam=%d ham=%d seconds=%.2f",
                              len(self.counts.tokens), self.counts.spam, self.counts.ham,
                              time.monotonic() - started)
-            except (sqlite3.Error, OSError) as exc:
+            except (*db.ERRORS, OSError) as exc:
                 log.error("event=classifier-load-failed error=%r", str(exc))
                 if conn is not None:
                     conn.close()

@@ -68,11 +68,12 @@ def _describe(database: str) -> str:
 def all_schemas() -> list[Any]:
     """Every component's schema, in an order where nothing reads a table
     another component has not created yet."""
+    from milterguard.classifier.tokendb import CLASSIFIER
     from milterguard.greylist.triplets import GREYLIST_SCHEMA
     from milterguard.store.bans import BANS_SCHEMA
     from milterguard.store.hits import HITS_SCHEMA
     from milterguard.store.logscan import LOGSCAN_SCHEMA
-    return [HITS_SCHEMA, BANS_SCHEMA, GREYLIST_SCHEMA, LOGSCAN_SCHEMA]
+    return [HITS_SCHEMA, BANS_SCHEMA, GREYLIST_SCHEMA, LOGSCAN_SCHEMA, CLASSIFIER]
 
 
 def copy_database(source: str, target: str, host: str) -> dict[str, int]:

@@ -98,8 +98,8 @@ def test_counts_pack_and_unlearn():
 
 # -- the database ---------------------------------------------------------
 
-def test_learn_is_idempotent_relabels_and_forgets(tmp_path):
-    conn = open_tokendb(str(tmp_path / "db.sqlite"))
+def test_learn_is_idempotent_relabels_and_forgets(database):
+    conn = open_tokendb(database)      # on SQLite and on PostgreSQL
     writer = TokenWriter(conn)
     assert writer.learn("d1", {"x", "y"}, "spam").learned
     writer.commit()
@@ -117,8 +117,8 @@ def test_learn_is_idempotent_relabels_and_forgets(tmp_path):
     assert (counts2.spam, counts2.ham) == (0, 0)
 
 
-def test_incremental_load_reads_only_changed_rows(tmp_path):
-    conn = open_tokendb(str(tmp_path / "db.sqlite"))
+def test_incremental_load_reads_only_changed_rows(database):
+    conn = open_tokendb(database)
     writer = TokenWriter(conn)
     writer.learn("d1", {"old"}, "ham")
     writer.commit()

@@ -29,6 +29,7 @@ def test_describe_never_shows_a_password():
 
 def test_translation_to_postgres():
     assert engines.to_postgres("BEGIN IMMEDIATE") == "BEGIN"
+    assert engines.to_postgres("BEGIN") == "BEGIN ISOLATION LEVEL REPEATABLE READ"
     assert engines.to_postgres("SELECT a FROM t WHERE b = ? AND c LIKE 'x%'") == \
         "SELECT a FROM t WHERE b = %s AND c LIKE 'x%%'"
     ddl = engines.to_postgres("CREATE TABLE t (id INTEGER PRIMARY KEY, ts REAL NOT NULL,"

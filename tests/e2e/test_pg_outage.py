@@ -6,24 +6,24 @@ so the run's shared server is never touched.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from milterguard.greylist.triplets import Greylist, GreylistSettings
 from milterguard.store import db, engines
-from milterguard.store.health import DatabaseHealth, Deadline, DatabaseUnavailable
 from milterguard.store.hits import HITS_SCHEMA, HitStore, count_hits
 from milterguard.verdict import Action, Hit
 
 SENDER, RCPT = "news@example.org", "alice@example.com"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
 def own_server():
-    from pgserver import PostgresServer
+    from tests.pgserver import PostgresServer
     server = PostgresServer().start()   # a directory the postgres user can reach
     try:
         yield server
@@ -126,40 +126,13 @@ def test_greylist_answers_at_the_deadline_when_the_database_hangs(pg_url):
         greylist.close()
 
 
-def test_deadline_passes_results_and_errors_through():
-    deadline = Deadline(5.0, workers=2)
-    try:
-        assert deadline.run(lambda a, b: a + b, 2, 3) == 5
-        with pytest.raises(KeyError):
-            deadline.run({}.__getitem__, "missing")
-        gate = threading.Event()
-        with pytest.raises(DatabaseUnavailable):
-            Deadline(0.05).run(gate.wait, 5)
-        gate.set()
-    finally:
-        deadline.close()
-
-
-def test_health_logs_an_outage_once(caplog):
-    health = DatabaseHealth("postgresql://mg:secret@db.example.net/mg", retry_after=60)
-    health.failed(RuntimeError("connection refused"))
-    health.failed(RuntimeError("connection refused"))
-    assert not health.up and health.outages == 1 and not health.should_try()
-    health.succeeded()
-    assert health.up and health.should_try()
-    lines = [r.getMessage() for r in caplog.records]
-    assert sum("event=database_down" in line for line in lines) == 1
-    assert sum("event=database_up" in line for line in lines) == 1
-    assert not any("secret" in line for line in lines)
-
-
-def test_hosts_starting_together_migrate_once(pg_url, repo_root):
+def test_hosts_starting_together_migrate_once(pg_url):
     """Six processes (six hosts) open a fresh database at the same moment."""
     code = ("import sys; from milterguard.store import db;"
             " from milterguard.store.hits import HITS_SCHEMA;"
             " from milterguard.store.bans import BANS_SCHEMA;"
             " db.open_database(sys.argv[1], [HITS_SCHEMA, BANS_SCHEMA]).close()")
-    procs = [subprocess.Popen([sys.executable, "-c", code, pg_url], cwd=repo_root,
+    procs = [subprocess.Popen([sys.executable, "-c", code, pg_url], cwd=REPO_ROOT,
                               stderr=subprocess.PIPE, text=True) for _ in range(6)]
     failures = [p.stderr.read() for p in procs if p.wait(120) != 0]
     assert failures == []
