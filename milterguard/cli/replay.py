@@ -49,6 +49,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--expect", metavar="FILE", help="YAML file of expected results")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
                         help="seconds to wait for each milter reply (default 10)")
+    parser.add_argument("--add-missing-headers", action="store_true",
+                        help="add Message-Id, Date and From when missing, as Postfix's cleanup "
+                             "does for its local_header_rewrite_clients (by default its own "
+                             "addresses) or with always_add_missing_headers = yes")
     parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
                         help="replay N messages in parallel (default 1)")
     parser.add_argument("paths", nargs="+", metavar="PATH",
@@ -154,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
     progress = _Progress(len(files))
     results: list[ReplayResult] = []
     try:
-        for res in replay_files(args.socket, files, jobs=args.jobs,
-                                       timeout=args.timeout):
+        for res in replay_files(args.socket, files, jobs=args.jobs, timeout=args.timeout,
+                                add_missing_headers=args.add_missing_headers):
             results.append(res)
             if args.json:
                 progress.close()

@@ -23,19 +23,21 @@ Rule ids ("hits") are read from two places the daemon controls:
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 import json
 import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Iterable
 
 from milterguard import socketspec
 from milterguard.errors import MilterguardError, ProtocolError
 from milterguard.milter import protocol as mp
 from milterguard.replay.client import MilterClient
-from milterguard.replay.message import ParsedMessage, parse_message
+from milterguard.replay.message import ParsedMessage, header_as_postfix_sends, parse_message
 
 MTA_HOSTNAME = "mx.example.net"
 CLIENT_PORT = 54321
@@ -60,6 +62,27 @@ DEFAULT_REPLY = {
 
 _REPLY_IDS = re.compile(r"\[([^\[\]]*)\]\s*$")
 _ID_SPLIT = re.compile(r"[\s,;]+")
+
+
+def missing_headers(msg: ParsedMessage, queue_id: str,
+                    now: datetime | None = None) -> list[tuple[bytes, bytes]]:
+    """The headers Postfix's cleanup adds before the milter sees the message
+    (Message-Id, Date, From, in that order, each only when missing), as it
+    does for clients in local_header_rewrite_clients (by default its own
+    addresses) or for every client with always_add_missing_headers = yes.
+    Formats as measured with Postfix 3.7; From is the envelope sender, or
+    MAILER-DAEMON for the null sender."""
+    have = {name.lower() for name, _ in msg.headers}
+    when = now or datetime.now(timezone.utc)
+    added = []
+    if b"message-id" not in have:
+        stamp = when.strftime("%Y%m%d%H%M%S")
+        added.append((b"Message-Id", f" <{stamp}.{queue_id}@{MTA_HOSTNAME}>".encode()))
+    if b"date" not in have:
+        added.append((b"Date", f" {email.utils.format_datetime(when)} (UTC)".encode()))
+    if b"from" not in have:
+        added.append((b"From", f" {msg.envelope.sender or 'MAILER-DAEMON'}".encode()))
+    return added
 
 
 def new_queue_id() -> str:
@@ -151,9 +174,11 @@ def _decision(resp: mp.Response | None) -> tuple[str, str]:
 class _Conversation:
     """Drives one message through a MilterClient and fills a ReplayResult."""
 
-    def __init__(self, client: MilterClient, msg: ParsedMessage, result: ReplayResult) -> None:
+    def __init__(self, client: MilterClient, msg: ParsedMessage, result: ReplayResult,
+                 add_missing_headers: bool = False) -> None:
         self.client = client
         self.msg = msg
+        self.add_missing_headers = add_missing_headers
         self.env = msg.envelope
         self.result = result
         self.qid = result.queue_id
@@ -226,7 +251,11 @@ class _Conversation:
     def _content(self) -> None:
         leadspc = self.client.neg.header_leading_space
         self._step("data", mp.encode_simple(mp.C_DATA), {"i": self.qid})
-        for name, value in self.msg.headers:
+        headers = list(self.msg.headers)
+        if self.add_missing_headers:
+            headers += missing_headers(self.msg, self.qid)
+        for name, value in headers:
+            value = header_as_postfix_sends(name, value)
             if not leadspc and value.startswith(b" "):
                 value = value[1:]    # Postfix eats one space after the colon
             self._step("header", mp.encode_header(name, value), {"i": self.qid})
@@ -286,8 +315,10 @@ def _collect_hits(result: ReplayResult) -> None:
 
 
 def replay_message(socket_spec: str, raw_bytes: bytes, name: str = "x",
-                   timeout: float = 10.0) -> ReplayResult:
-    """Replay one message over a fresh connection; errors become results."""
+                   timeout: float = 10.0, add_missing_headers: bool = False) -> ReplayResult:
+    """Replay one message over a fresh connection; errors become results
+    (a message that cannot be sent never stops a batch).
+    ``add_missing_headers``: add what Postfix's cleanup adds (missing_headers)."""
     result = ReplayResult(file=name, queue_id=new_queue_id())
     started = time.monotonic()
     try:
@@ -296,8 +327,8 @@ def replay_message(socket_spec: str, raw_bytes: bytes, name: str = "x",
             client = MilterClient(sock)
             result.stage = "connect"
             client.negotiate()
-            _Conversation(client, msg, result).run()
-    except (OSError, ProtocolError, MilterguardError) as exc:
+            _Conversation(client, msg, result, add_missing_headers).run()
+    except (OSError, ProtocolError, MilterguardError, ValueError) as exc:
         # TimeoutError is an OSError; str() of it is often empty.
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, TimeoutError):

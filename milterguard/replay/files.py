@@ -44,27 +44,35 @@ def collect_files(paths: Iterable[str], exclude: Iterable[str] = ()) -> list[str
     return [p for p in out if os.path.abspath(p) not in skip]
 
 
-def replay_file(socket_spec: str, path: str, timeout: float = 10.0) -> ReplayResult:
+def replay_file(socket_spec: str, path: str, timeout: float = 10.0,
+                add_missing_headers: bool = False) -> ReplayResult:
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
     except OSError as exc:
         return ReplayResult(file=path, action="error", reply=f"cannot read: {exc.strerror}")
-    return replay_message(socket_spec, raw, name=path, timeout=timeout)
+    return replay_message(socket_spec, raw, name=path, timeout=timeout,
+                          add_missing_headers=add_missing_headers)
 
 
 def replay_files(socket_spec: str, files: list[str], jobs: int = 1,
-                 timeout: float = 10.0) -> Iterator[ReplayResult]:
+                 timeout: float = 10.0, add_missing_headers: bool = False
+                 ) -> Iterator[ReplayResult]:
     """Results in the order of ``files``; ``jobs`` connections at a time."""
+    def one(path: str) -> ReplayResult:
+        return replay_file(socket_spec, path, timeout, add_missing_headers)
+
     if jobs <= 1:
         for path in files:
-            yield replay_file(socket_spec, path, timeout)
+            yield one(path)
         return
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        yield from pool.map(lambda p: replay_file(socket_spec, p, timeout), files)
+        yield from pool.map(one, files)
 
 
 def replay_paths(socket_spec: str, paths: Iterable[str], jobs: int = 1,
-                 timeout: float = 10.0) -> Iterator[ReplayResult]:
+                 timeout: float = 10.0, add_missing_headers: bool = False
+                 ) -> Iterator[ReplayResult]:
     """Replay files and directory trees (see collect_files)."""
-    return replay_files(socket_spec, collect_files(paths), jobs=jobs, timeout=timeout)
+    return replay_files(socket_spec, collect_files(paths), jobs=jobs, timeout=timeout,
+                        add_missing_headers=add_missing_headers)

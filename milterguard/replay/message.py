@@ -36,6 +36,12 @@ DEFAULT_RCPT = "rcpt@example.net"
 #: does the same.
 CONTINUATION_LINE_BREAK = b"\n"
 
+#: Bytes of one header ("Name:" and value) that Postfix hands a milter
+#: (measured with Postfix 3.7: its cleanup accepts 120 KB headers, the
+#: milter gets the first 60000 bytes). A longer single line is cut there;
+#: a folded header keeps the lines that fit whole.
+POSTFIX_HEADER_LIMIT = 60000
+
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _HEADER = re.compile(rb"([!-9;-~]+)[ \t]*:")
 
@@ -68,6 +74,21 @@ class ParsedMessage:
             text = value.decode("utf-8", "replace")
             out.append((name.decode("ascii", "replace"), text[1:] if text.startswith(" ") else text))
         return out
+
+
+def header_as_postfix_sends(name: bytes, value: bytes) -> bytes:
+    """A header's value as Postfix hands it to a milter.
+
+    Postfix passes header values as C strings: a NUL ends the value there
+    (the header is still sent; a NUL in the body passes as it is). A
+    header longer than POSTFIX_HEADER_LIMIT is cut; the rest is dropped.
+    """
+    value = value.split(b"\0", 1)[0]
+    room = POSTFIX_HEADER_LIMIT - len(name) - 1
+    if len(value) > room:
+        line_end = value.rfind(CONTINUATION_LINE_BREAK, 0, room + 1)
+        value = value[:line_end] if line_end > 0 else value[:room]
+    return value
 
 
 def _unfold(value: bytes) -> str:

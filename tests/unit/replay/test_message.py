@@ -57,3 +57,35 @@ def test_bad_pseudo_header_is_an_error():
         parse_message(b"X-Replay-Colour: blue\n\nx\n")
     with pytest.raises(MilterguardError):
         parse_message(b"X-Replay-Macro: novalue\n\nx\n")
+
+
+# -- issue 12 finding 10: what Postfix hands the milter -----------------------------
+
+def test_a_nul_ends_a_header_value_as_in_postfix():
+    from milterguard.replay.message import header_as_postfix_sends
+    assert header_as_postfix_sends(b"Subject", b" hello\0 viagra") == b" hello"
+    assert header_as_postfix_sends(b"Subject", b" plain") == b" plain"
+
+
+def test_long_headers_are_cut_where_postfix_cuts_them():
+    from milterguard.replay.message import POSTFIX_HEADER_LIMIT, header_as_postfix_sends
+    value = header_as_postfix_sends(b"X-Big", b" " + b"a" * 120000)
+    assert len(b"X-Big:" + value) == POSTFIX_HEADER_LIMIT
+    folded = b"\n ".join([b"b" * 998] * 70)
+    value = header_as_postfix_sends(b"X-Fold", b" " + folded)
+    assert value.endswith(b"b" * 998) and value.count(b"\n") == 58   # 59 whole lines
+
+
+def test_missing_headers_are_added_as_postfix_cleanup_adds_them():
+    from datetime import datetime, timezone
+    from milterguard.replay.conversation import missing_headers
+    when = datetime(2026, 11, 30, 9, 27, 14, tzinfo=timezone.utc)
+    msg = parse_message(b"X-Replay-Mail-From: <>\nSubject: x\n\nbody\n")
+    assert missing_headers(msg, "B69842262B1", when) == [
+        (b"Message-Id", b" <20261130092714.B69842262B1@mx.example.net>"),
+        (b"Date", b" Mon, 30 Nov 2026 09:27:14 +0000 (UTC)"),
+        (b"From", b" MAILER-DAEMON")]
+    full = parse_message(b"From: a@example.com\nDate: x\nMessage-ID: <1@example.com>\n\nb\n")
+    assert missing_headers(full, "Q", when) == []
+    assert missing_headers(parse_message(b"Date: x\n\nb\n"), "Q", when)[-1] == \
+        (b"From", b" sender@example.com")
