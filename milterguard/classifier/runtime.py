@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from milterguard.classifier.model import Counts, Score, classify
 from milterguard.classifier.settings import ClassifierSettings
@@ -27,6 +26,7 @@ from milterguard.classifier.tokendb import (TokenWriter, load_counts, message_di
 from milterguard.classifier.tokens import tokenize
 from milterguard.content.views import MessageViews
 from milterguard.store import db
+from milterguard.store.engines import error_text
 from milterguard.verdict import Finding
 
 log = logging.getLogger("milterguard.classifier")
@@ -59,7 +59,7 @@ class Classifier:
 
     # -- loading -----------------------------------------------------------
 
-    def load(self, conn: sqlite3.Connection | None = None) -> None:
+    def load(self, conn: Any = None) -> None:
         """Read new counts now (all of them the first time)."""
         own = conn is None
         conn = conn or open_tokendb(self.database)
@@ -94,14 +94,17 @@ class Classifier:
                     log.info("event=classifier-ready tokens=%d spam=%d ham=%d seconds=%.2f",
                              len(self.counts.tokens), self.counts.spam, self.counts.ham,
                              time.monotonic() - started)
-            except (*db.ERRORS, OSError) as exc:
-                log.error("event=classifier-load-failed error=%r", str(exc))
+            except (*db.ERRORS, OSError) as exc:   # an outage must not end the thread
+                log.error("event=classifier-load-failed error=%r", error_text(exc))
                 if conn is not None:
                     conn.close()
                     conn = None
             self._stop.wait(self.refresh_interval)
         if conn is not None:
-            self._write_autolearned(conn)
+            try:
+                self._write_autolearned(conn)
+            except Exception as exc:
+                log.error("event=autolearn-failed error=%r", error_text(exc))
             conn.close()
 
     # -- asking ------------------------------------------------------------
@@ -149,7 +152,7 @@ class Classifier:
         except queue.Full:
             self.autolearn_dropped += 1
 
-    def _write_autolearned(self, conn: sqlite3.Connection) -> None:
+    def _write_autolearned(self, conn: Any) -> None:
         writer = TokenWriter(conn, self.clock)
         while True:
             try:

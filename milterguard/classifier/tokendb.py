@@ -11,17 +11,18 @@ Tables (component "classifier", versioned like every other component):
   with the other label moves it.
 - ``bayes_serial``: one row, the last serial handed out.
 
-The SQL is portable (SQLite 3.24+ and PostgreSQL): ``ON CONFLICT ... DO
-UPDATE`` for upserts, CASE instead of MAX/GREATEST.
+The SQL is the project's portable dialect (store/engines.py runs it on
+SQLite and PostgreSQL): ``ON CONFLICT ... DO UPDATE`` for upserts, CASE
+instead of MAX/GREATEST.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from milterguard.classifier.model import Counts
 from milterguard.store import db
@@ -37,7 +38,7 @@ CLASSIFIER = db.Schema.of("classifier", [
         "CREATE TABLE bayes_messages ("
         " digest TEXT PRIMARY KEY,"
         " label TEXT NOT NULL,"
-        " learned_at DOUBLE PRECISION NOT NULL)",
+        " learned_at REAL NOT NULL)",
         "CREATE TABLE bayes_serial (id INTEGER PRIMARY KEY, serial INTEGER NOT NULL)",
         "INSERT INTO bayes_serial (id, serial) VALUES (1, 0)",
     ],
@@ -79,14 +80,15 @@ class LearnOutcome:
     forgotten: bool = False
 
 
-def open_tokendb(path: str, timeout: float = 30.0) -> sqlite3.Connection:
-    return db.open_database(path, [CLASSIFIER], timeout=timeout)
+def open_tokendb(database: str, timeout: float = 30.0) -> Any:
+    """A connection to the database (SQLite path or PostgreSQL URL), migrated."""
+    return db.open_database(database, [CLASSIFIER], timeout=timeout)
 
 
 class TokenWriter:
     """Learns and forgets messages in batches: one transaction per batch."""
 
-    def __init__(self, conn: sqlite3.Connection, clock=time.time) -> None:
+    def __init__(self, conn: Any, clock=time.time) -> None:
         self.conn = conn
         self.clock = clock
         self._deltas: dict[str, list[int]] = {}
@@ -154,7 +156,7 @@ class TokenWriter:
         self._messages.clear()
 
 
-def load_counts(conn: sqlite3.Connection, counts: Counts | None = None,
+def load_counts(conn: Any, counts: Counts | None = None,
                 since: int = 0, batch: int = 20000) -> tuple[Counts, int]:
     """Counts (new, or ``counts`` brought up to date) and the serial they reach.
 
@@ -184,10 +186,11 @@ def load_counts(conn: sqlite3.Connection, counts: Counts | None = None,
             counts.ham = int(totals.get("ham", 0))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        with contextlib.suppress(Exception):
+            conn.execute("ROLLBACK")
         raise
     return counts, serial
 
 
-def current_serial(conn: sqlite3.Connection) -> int:
+def current_serial(conn: Any) -> int:
     return conn.execute("SELECT serial FROM bayes_serial WHERE id = 1").fetchone()[0]
