@@ -29,7 +29,12 @@ LOOPBACK_NET = ipaddress.ip_network("127.0.0.0/8")
 DEFAULT_REPLY = "554 5.7.1 Service unavailable; Client host [{addr}] blocked using {zone}{txt}"
 _REPLY_RE = re.compile(r"^([45]\d\d) ([45]\.\d{1,3}\.\d{1,3}) (.+)$", re.S)
 _ZONE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ACTIONS = {"reject": Action.REJECT, "tempfail": Action.TEMPFAIL, "accept": Action.ACCEPT}
+_ACTIONS = {"reject": Action.REJECT, "tempfail": Action.TEMPFAIL, "accept": Action.ACCEPT,
+            "score": Action.CONTINUE}
+#: What a DNSBL zone's mapping may hold (the URI blocklists read other keys).
+ZONE_KEYS = frozenset({"name", "zone", "codes", "category", "action", "weight", "ipv4", "ipv6",
+                       "reply", "reply_name", "txt"})
+ZONE_ACTIONS = ("reject", "tempfail", "accept")
 
 
 def read_reply(section: LDict, key: str, text: Any, rule: str | None = None) -> Reply:
@@ -151,7 +156,7 @@ class DnsblZone:
             # A TXT record may echo the query name, secret key and all.
             txt = re.sub(re.escape(self.zone), shown, txt, flags=re.I)
         text = self.reply.text
-        for key, value in (("{addr}", addr), ("{zone}", shown),
+        for key, value in (("{addr}", addr), ("{domain}", addr), ("{zone}", shown),
                            ("{txt}", "; " + txt if txt else "")):
             text = text.replace(key, value)
         if self.reply_name:
@@ -174,8 +179,13 @@ def nibble_name(addr: str, zone: str) -> str:
     return ".".join(reversed(ip.exploded.replace(":", ""))) + "." + zone
 
 
-def parse_zone(item: LDict, default_reply: str) -> DnsblZone:
-    """One zone; both modes read the same filters (the mode picks action or weight)."""
+def parse_zone(item: LDict, default_reply: str, known: frozenset[str] = ZONE_KEYS,
+               actions: tuple[str, ...] = ZONE_ACTIONS,
+               default_category: str = "dnsbl") -> DnsblZone:
+    """One zone; both modes read the same filters (the mode picks action or weight).
+
+    ``known``, ``actions`` and ``default_category`` let the URI blocklists
+    (gates/uribl.py) read their zones with the same code filters."""
     name = item.get("name")
     if not isinstance(name, str) or not _ZONE_NAME_RE.match(name):
         raise item.error("must be a short name (letters, digits, - . _)", "name")
@@ -183,24 +193,21 @@ def parse_zone(item: LDict, default_reply: str) -> DnsblZone:
     if not isinstance(zone, str) or not zone.strip(".") or " " in zone:
         raise item.error("must be a DNS zone such as dnsbl.example", "zone", name)
     zone = zone.strip(".").lower()
-    known = {"name", "zone", "codes", "category", "action", "weight", "ipv4", "ipv6",
-             "reply", "reply_name", "txt"}
     for key in item:
         if key not in known:
             raise item.error(f"unknown key (known: {', '.join(sorted(known))})", key, name)
     flags = {}
-    for key, default in (("ipv4", True), ("ipv6", False), ("txt", True)):
+    for key, default in (("ipv4", True), ("ipv6", False), ("txt", "txt" in known)):
         value = item.get(key, default)
         if not isinstance(value, bool):
             raise item.error("must be true or false", key, name)
         flags[key] = value
     if not flags["ipv4"] and not flags["ipv6"]:
         raise item.error("a zone must list IPv4 or IPv6 addresses", "ipv4", name)
-    category = item.get("category", "dnsbl")
+    category = item.get("category", default_category)
     if not isinstance(category, str) or not category:
         raise item.error("must be a non-empty string", "category", name)
-    action = read_action(item, "action", item.get("action", "reject"), name,
-                          ("reject", "tempfail", "accept"))
+    action = read_action(item, "action", item.get("action", "reject"), name, actions)
     weight = item.number("weight", 1.0, -1e9, 1e9, rule=name)
     reply_name = item.get("reply_name", "")
     if not isinstance(reply_name, str):
@@ -226,8 +233,7 @@ def parse_zone(item: LDict, default_reply: str) -> DnsblZone:
             raise where.error("must be a non-empty string", "category", name)
         f_action = action
         if "action" in entry:
-            f_action = read_action(where, "action", entry["action"], name,
-                                    ("reject", "tempfail", "accept"))
+            f_action = read_action(where, "action", entry["action"], name, actions)
         f_weight = weight
         if "weight" in entry:
             f_weight = where.number("weight", weight, -1e9, 1e9, rule=name)
@@ -237,8 +243,9 @@ def parse_zone(item: LDict, default_reply: str) -> DnsblZone:
                      reply, reply_name, flags["txt"])
 
 
-def parse_zones(section: LDict, default_reply: str) -> list[DnsblZone]:
-    """The ``zones:`` list of the ``dnsbl:`` section, names unique."""
+def parse_zones(section: LDict, default_reply: str, **zone_options: Any) -> list[DnsblZone]:
+    """The ``zones:`` list of the ``dnsbl:`` (or ``uribl:``) section, names
+    unique; ``zone_options`` go to parse_zone."""
     zones_cfg = section.get("zones", [])
     if zones_cfg is None:
         zones_cfg = []
@@ -252,7 +259,7 @@ def parse_zones(section: LDict, default_reply: str) -> list[DnsblZone]:
             where.file = section.file
             where.line = zones_cfg.line_of(index) if isinstance(zones_cfg, LList) else 0
             raise where.error("each zone must be a mapping", f"zones[{index}]")
-        zone = parse_zone(item, default_reply)
+        zone = parse_zone(item, default_reply, **zone_options)
         if zone.name in seen:
             raise item.error(f"duplicate zone name {zone.name!r}", "name", zone.name)
         seen.add(zone.name)

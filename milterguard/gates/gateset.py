@@ -1,4 +1,5 @@
-"""The gates the session calls at connect, HELO, MAIL FROM and RCPT TO.
+"""The gates the session calls at connect, HELO, MAIL FROM and RCPT TO,
+and the DNS lookups of end of message (URI blocklists).
 
 ``Gates`` is a facade: it builds the DNSBL checker, HELO and envelope checks
 from the config, applies each check group's own exceptions (by client
@@ -22,6 +23,7 @@ from milterguard.gates.dnsbl import DnsblChecker
 from milterguard.gates.dns import DnsQuery
 from milterguard.gates.envelope import EnvelopeChecks, EnvelopeSettings, parse_envelope_address
 from milterguard.gates.helo import HeloChecks, HeloSettings
+from milterguard.gates.uribl import UriblChecker
 from milterguard.smtpinfo import ClientInfo
 from milterguard.verdict import Finding
 from milterguard.yamlsrc import LDict
@@ -92,8 +94,10 @@ class Gates:
     def __init__(self, query: DnsQuery, dnsbl: DnsblChecker, helo: HeloChecks,
                  envelope: EnvelopeChecks, dnsbl_exceptions: CheckExceptions,
                  helo_exceptions: CheckExceptions,
-                 envelope_exceptions: CheckExceptions) -> None:
+                 envelope_exceptions: CheckExceptions,
+                 uribl: UriblChecker | None = None) -> None:
         self.query = query
+        self.uribl = uribl
         self.dnsbl = dnsbl
         self.helo = helo
         self.envelope = envelope
@@ -119,7 +123,8 @@ class Gates:
                     EnvelopeChecks(EnvelopeSettings.from_config(config), query),
                     CheckExceptions.from_section(config.section("dnsbl")),
                     CheckExceptions.from_section(config.section("helo")),
-                    CheckExceptions.from_section(config.section("envelope")))
+                    CheckExceptions.from_section(config.section("envelope")),
+                    UriblChecker.from_config(config, query))
         if start:
             dnsbl.start()
         return gates
@@ -147,6 +152,13 @@ class Gates:
         if self.envelope_exceptions.client(client) or self.envelope_exceptions.recipient(rcpt):
             return []
         return self.envelope.check_recipient(rcpt)
+
+    def on_message(self, views: Any) -> list[Finding]:
+        """End of message: the URI blocklists, for every client (like the
+        content rules: a trusted client's links are still asked about)."""
+        if self.uribl is None:
+            return []
+        return self.uribl.check(views)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per-zone DNSBL counters (queries, listed, clean, unknown, ...)."""

@@ -234,6 +234,12 @@ class Engine:
                     out.append(rule_finding(rule, f"{found[0]} count={found[1]}"))
         return out
 
+    def link_findings(self, views: MessageViews) -> list[Finding]:
+        """URI blocklist answers about the message's links (gates/uribl.py)."""
+        if self.gates is None or getattr(self.gates, "uribl", None) is None:
+            return []
+        return self.gates.on_message(views)
+
     def classifier_findings(self, policy: Policy, views: MessageViews) -> list[Finding]:
         """The classifier's band for this message (none until it has learned enough)."""
         if self.classifier is None or not policy.classifier.enabled:

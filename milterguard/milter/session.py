@@ -225,6 +225,7 @@ class Session:
         already = {f.rule_id for _, f in msg.findings}
         findings = [f for f in self.engine.content_findings(policy, views, "body", self._budget(msg))
                     if f.rule_id not in already]
+        findings += self.engine.link_findings(views)
         findings += self.engine.classifier_findings(policy, views)
         findings += self._coverage(msg, views)
         msg.findings.extend(("eom", f) for f in findings)
