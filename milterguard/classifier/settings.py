@@ -76,7 +76,7 @@ class ClassifierSettings:
         min_spam = guard(section.number, "min_spam", 200, 0, 1e9, "messages")
         min_ham = guard(section.number, "min_ham", 200, 0, 1e9, "messages")
         strength = guard(section.number, "unknown_strength", 0.45, 0.01, 100)
-        min_strength = guard(section.number, "min_strength", 0.1, 0.0, 0.5)
+        min_strength = guard(section.number, "min_strength", 0.3, 0.0, 0.5)
         max_tokens = guard(section.number, "max_tokens", 150, 1, 10000, "tokens")
         refresh = guard(section.number, "refresh_interval", 5.0, 0.1, 86400, "seconds")
         auto = section.get("autolearn") or LDict()

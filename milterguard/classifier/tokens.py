@@ -66,6 +66,13 @@ def _domain_tail(host: str, labels: int = 2) -> str:
     return ".".join(parts[-labels:])
 
 
+_RECEIVED_FROM = re.compile(r"\s*from\s+\(?\[?([\w.-]+)")
+_RECEIVED_BY = re.compile(r"\bby\s+\(?\[?([\w.-]+)")
+#: Received headers read, newest first (the hops our own side added, and
+#: the client that handed the message to them).
+MAX_RECEIVED = 6
+
+
 def _count_bucket(n: int) -> str:
     return str(n) if n < 5 else "5-9" if n < 10 else "10+"
 
@@ -83,6 +90,15 @@ def header_tokens(views: MessageViews, out: set[str]) -> None:
         if must not in names:
             out.add("h-missing:" + must)
     out.add("rcvd:" + _count_bucket(views.header_count("received")))
+    # The path a message took: ham comes from the same few correspondents'
+    # servers, spam from anywhere (SpamBayes' "mine received headers").
+    # Host names only, cut to their last two labels: addresses and ids
+    # change with every message.
+    for value in views.texts("header:received:raw")[:MAX_RECEIVED]:
+        for prefix, pattern in (("rcvd-from:", _RECEIVED_FROM), ("rcvd-by:", _RECEIVED_BY)):
+            match = pattern.match(value) if prefix == "rcvd-from:" else pattern.search(value)
+            if match:
+                out.add(prefix + _domain_tail(match.group(1).lower())[:MAX_TOKEN])
     for subject in views.texts("header:subject")[:1]:
         _words(subject, "s:", out)
         letters = [c for c in subject if c.isalpha()]

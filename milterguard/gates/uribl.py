@@ -45,6 +45,16 @@ class UriZone:
     ips: bool = False        # ask IPv4 literals (reversed, as SURBL does)
 
 
+_LOCAL_NETS = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.168.0.0/16", "224.0.0.0/3"))
+
+
+def _local(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Addresses no list can know (private, loopback, link-local, multicast)."""
+    return any(ip in net for net in _LOCAL_NETS)
+
+
 def link_names(views: MessageViews, suffixes: Any, skip: frozenset[str],
                limit: int) -> tuple[list[str], list[str]]:
     """(registered domains, IPv4 literals) of the message's links, first
@@ -60,7 +70,7 @@ def link_names(views: MessageViews, suffixes: Any, skip: frozenset[str],
         except ValueError:
             ip = None
         if ip is not None:
-            if ip.version == 4 and host not in seen and ip.is_global:
+            if ip.version == 4 and host not in seen and not _local(ip):
                 seen.add(host)
                 ips.append(host)
             continue
