@@ -26,6 +26,9 @@ want_pkgs() { for p in "$@"; do installed "$p" || add "$p"; done; }
 [ -f /usr/include/libmilter/mfapi.h ] || add libmilter-dev  # pymilter's build
 have gcc || add gcc
 have make || add make
+# The Public Suffix List the URI blocklists cut link hosts with (read from
+# the package's file, never fetched at run time).
+want_pkgs publicsuffix
 
 if ! have python3; then
     add python3 python3-venv python3-dev
