@@ -18,6 +18,7 @@ Everything binds 127.0.0.1 on free ports and stops cleanly.
 from __future__ import annotations
 
 import ipaddress
+import contextlib
 import os
 import shutil
 import socket
@@ -369,6 +370,26 @@ class BlackHole:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def resolver_with_lists(lists: dict[str, str],
+                        records: dict[str, dict[str, list[str]]] | None = None
+                        ) -> Iterator[DnsAuthority]:
+    """A real rbldnsd serving ``lists`` ("zone:dataset" -> file text) behind a
+    DnsAuthority that answers ``records`` and forwards the list zones to it,
+    as a site's local resolver would."""
+    rbl = Rbldnsd(lists).start()
+    auth = None
+    try:
+        zones = {spec.split(":", 1)[0] for spec in lists}
+        auth = DnsAuthority(records or {},
+                            forward={z: ("127.0.0.1", rbl.port) for z in zones}).start()
+        yield auth
+    finally:
+        if auth is not None:
+            auth.stop()
+        rbl.stop()
 
 
 def load_test_config(text: str, directory: str) -> Config:

@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 
 
-from tests.dnsfixtures import DnsAuthority, Rbldnsd
+from tests.dnsfixtures import DnsAuthority, resolver_with_lists
 from tests.e2e.postfix import milter_params
 
 SENDER = "news@example.org"
@@ -32,16 +32,11 @@ RECORDS = {
 
 @pytest.fixture
 def dns_servers() -> Iterator[DnsAuthority]:
-    rbl = Rbldnsd({"bl.test:ip4set": (":127.0.0.2:Listed by bl.test, see http://bl.test/$\n"
-                                      "192.0.2.66\n198.51.100.66\n127.0.0.2\n")}).start()
-    auth = None
-    try:
-        auth = DnsAuthority(RECORDS, forward={"bl.test": ("127.0.0.1", rbl.port)}).start()
-        yield auth
-    finally:
-        if auth is not None:
-            auth.stop()
-        rbl.stop()
+    with resolver_with_lists({"bl.test:ip4set": (":127.0.0.2:Listed by bl.test, see "
+                                                 "http://bl.test/$\n192.0.2.66\n"
+                                                 "198.51.100.66\n127.0.0.2\n")},
+                             RECORDS) as server:
+        yield server
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.dnsfixtures import DnsAuthority, Rbldnsd
+from tests.dnsfixtures import DnsAuthority, resolver_with_lists
 from tests.e2e.postfix import milter_params
 
 SENDER = "news@example.org"
@@ -29,15 +29,8 @@ def message(link: str) -> bytes:
 
 @pytest.fixture
 def dns_server() -> Iterator[DnsAuthority]:
-    rbl = Rbldnsd({"dbl.test:dnset": ZONE}).start()
-    auth = None
-    try:
-        auth = DnsAuthority({}, forward={"dbl.test": ("127.0.0.1", rbl.port)}).start()
-        yield auth
-    finally:
-        if auth is not None:
-            auth.stop()
-        rbl.stop()
+    with resolver_with_lists({"dbl.test:dnset": ZONE}) as server:
+        yield server
 
 
 @pytest.fixture
