@@ -136,7 +136,9 @@ def test_long_texts_are_shortened(policy):
 def test_cli_text_and_json(policy, tmp_path):
     path = tmp_path / "m.eml"
     path.write_bytes(MESSAGE)
-    base = [sys.executable, "-m", "milterguard", "explain", str(path), "-c", policy[1]]
+    # Its own state directory: never the machine's /var/lib/milterguard.
+    base = [sys.executable, "-m", "milterguard", "explain", str(path), "-c", policy[1],
+            "--state-dir", str(tmp_path / "state")]
     res = subprocess.run(base, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "matched 'wire the funds' in:" in res.stdout
@@ -150,6 +152,7 @@ def test_cli_reports_broken_rules(policy, tmp_path):
     (tmp_path / "rules.d" / "bad.yaml").write_text("rules:\n  - {id: x, target: nowhere, phrases: [a]}\n")
     path = tmp_path / "m.eml"
     path.write_bytes(MESSAGE)
-    res = subprocess.run([sys.executable, "-m", "milterguard", "explain", str(path), "-c", policy[1]],
+    res = subprocess.run([sys.executable, "-m", "milterguard", "explain", str(path), "-c", policy[1],
+                          "--state-dir", str(tmp_path / "state")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "bad.yaml:2" in res.stderr
