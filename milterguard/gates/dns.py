@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import select
 import socket
 import struct
@@ -28,6 +27,8 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
+from milterguard.gates.dnswire import (FAST_TYPES, NXDOMAIN_RCODE, WireAnswer, parse_response,
+                                       query_packet, unique_ids)
 from milterguard.yamlsrc import LDict
 
 log = logging.getLogger("milterguard.dns")
@@ -138,8 +139,9 @@ class DnsQuery:
         A and TXT go out as raw UDP packets over one socket and are collected
         with select(): DNSBL lookups are many small queries, and with a
         resolver close by the per-query CPU of a full resolver object (and
-        of a thread per query) costs more than the network. Truncated
-        answers and other types take the full resolver.
+        of a thread per query) costs more than the network; the packets are
+        built and read by dnswire.py for the same reason. Truncated answers
+        and other types take the full resolver.
         """
         end = time.monotonic() + timeout
         out: list[DnsResult | None] = [None] * len(names)
@@ -152,7 +154,7 @@ class DnsQuery:
             else:
                 todo.append(index)
         if todo:
-            if rdtype.upper() in _FAST_TYPES:
+            if rdtype.upper() in FAST_TYPES:
                 fresh = self._batch([names[i] for i in todo], rdtype.upper(), end)
             else:
                 fresh = [self._query(names[i], rdtype, end - time.monotonic()) for i in todo]
@@ -181,10 +183,10 @@ class DnsQuery:
             return [DnsResult(UNKNOWN, error="no-nameserver")] * len(names)
         family = socket.AF_INET6 if ":" in targets[0][0] else socket.AF_INET
         targets = [t for t in targets if (":" in t[0]) == (family == socket.AF_INET6)]
-        qtype = _FAST_TYPES[rdtype]
+        qtype = FAST_TYPES[rdtype]
         pending: dict[int, int] = {}         # query id -> index
         packets: dict[int, bytes] = {}
-        ids = iter(_unique_ids(len(names)))
+        ids = iter(unique_ids(len(names)))
         try:
             sock = socket.socket(family, socket.SOCK_DGRAM)
         except OSError as exc:
@@ -193,7 +195,7 @@ class DnsQuery:
             sock.setblocking(False)
             for index, name in enumerate(names):
                 try:
-                    packet = _query_packet(qid := next(ids), name, qtype)
+                    packet = query_packet(qid := next(ids), name, qtype)
                 except ValueError:
                     results[index] = DnsResult(UNKNOWN, error="bad-name")
                     continue
@@ -230,7 +232,7 @@ class DnsQuery:
                     index = pending.get(qid)
                     if index is None:
                         continue
-                    parsed = _parse_response(data, names[index], qtype)
+                    parsed = _result(parse_response(data, names[index], qtype))
                     if parsed is None:
                         continue  # not an answer to our question: keep waiting
                     del pending[qid]
@@ -287,18 +289,6 @@ class DnsQuery:
             self._cache.clear()
 
 
-_FAST_TYPES = {"A": 1, "TXT": 16}
-_SOA = 6
-
-
-def _unique_ids(count: int) -> list[int]:
-    """Distinct random query ids (unpredictable, against spoofed answers)."""
-    ids: set[int] = set()
-    while len(ids) < count:
-        ids.update(struct.unpack(f"!{count}H", os.urandom(2 * count)))
-    return list(ids)[:count]
-
-
 def _send(sock: socket.socket, packet: bytes, target: tuple[str, int]) -> None:
     try:
         sock.sendto(packet, target)
@@ -306,99 +296,20 @@ def _send(sock: socket.socket, packet: bytes, target: tuple[str, int]) -> None:
         pass  # counts as no answer
 
 
-def _query_packet(qid: int, name: str, qtype: int) -> bytes:
-    """A recursion-desired query for one name (ASCII names only)."""
-    out = bytearray(struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0))
-    for label in name.rstrip(".").split("."):
-        raw = label.encode("ascii")  # UnicodeEncodeError is a ValueError
-        if not 0 < len(raw) < 64:
-            raise ValueError("bad label")
-        out.append(len(raw))
-        out += raw
-    out += b"\0" + struct.pack("!HH", qtype, 1)
-    if len(out) > 512:
-        raise ValueError("name too long")
-    return bytes(out)
-
-
-def _read_name(data: bytes, pos: int) -> tuple[str, int]:
-    """A (possibly compressed) name at ``pos``; returns it and the end offset."""
-    labels: list[str] = []
-    end = -1
-    jumps = 0
-    while True:
-        length = data[pos]
-        if length & 0xC0 == 0xC0:
-            if end < 0:
-                end = pos + 2
-            pos = ((length & 0x3F) << 8) | data[pos + 1]
-            jumps += 1
-            if jumps > 32:
-                raise ValueError("compression loop")
-            continue
-        if length == 0:
-            return ".".join(labels), (end if end >= 0 else pos + 1)
-        labels.append(data[pos + 1:pos + 1 + length].decode("ascii", "replace"))
-        pos += 1 + length
-
-
-def _parse_response(data: bytes, name: str, qtype: int) -> DnsResult | None:
-    """The answer to our query, or None if the packet answers something else."""
-    try:
-        _, flags, qdcount, ancount, nscount, _ = struct.unpack_from("!HHHHHH", data)
-        if not flags & 0x8000 or qdcount != 1:
-            return None
-        qname, pos = _read_name(data, 12)
-        rtype, _ = struct.unpack_from("!HH", data, pos)
-        if qname.lower() != name.lower().rstrip(".") or rtype != qtype:
-            return None
-        pos += 4
-        if flags & 0x0200:
-            return DnsResult(UNKNOWN, error="truncated")
-        rcode = flags & 0x000F
-        records: list[str] = []
-        ttls: list[int] = []
-        neg_ttl = 0
-        for section, count in (("answer", ancount), ("authority", nscount)):
-            for _ in range(count):
-                _, pos = _read_name(data, pos)
-                rr_type, _, ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
-                pos += 10
-                rdata = data[pos:pos + rdlen]
-                if len(rdata) != rdlen:
-                    raise ValueError("short rdata")
-                if section == "answer" and rr_type == qtype:
-                    records.append(_rdata_to_text(rdata, qtype))
-                    ttls.append(ttl)
-                elif section == "authority" and rr_type == _SOA:
-                    _, p = _read_name(data, pos)
-                    _, p = _read_name(data, p)
-                    minimum = struct.unpack_from("!I", data, p + 16)[0]
-                    neg_ttl = min(ttl, minimum)
-                pos += rdlen
-    except (struct.error, IndexError, ValueError):
-        return DnsResult(UNKNOWN, error="malformed")
-    if rcode == 3:
-        return DnsResult(NXDOMAIN, ttl=neg_ttl)
-    if rcode != 0:
-        return DnsResult(UNKNOWN, error={2: "servfail", 5: "refused"}.get(rcode, f"rcode{rcode}"))
-    if not records:
-        return DnsResult(NODATA, ttl=neg_ttl)
-    return DnsResult(OK, tuple(records), min(ttls))
-
-
-def _rdata_to_text(rdata: bytes, qtype: int) -> str:
-    if qtype == 1:
-        if len(rdata) != 4:
-            raise ValueError("bad A record")
-        return socket.inet_ntoa(rdata)
-    parts = []
-    pos = 0
-    while pos < len(rdata):
-        length = rdata[pos]
-        parts.append(rdata[pos + 1:pos + 1 + length])
-        pos += 1 + length
-    return b"".join(parts).decode("utf-8", "replace")
+def _result(answer: WireAnswer | None) -> DnsResult | None:
+    """A decoded packet in the resolver's vocabulary (None: not our answer)."""
+    if answer is None:
+        return None
+    if answer.error:
+        return DnsResult(UNKNOWN, error=answer.error)
+    if answer.rcode == NXDOMAIN_RCODE:
+        return DnsResult(NXDOMAIN, ttl=answer.negative_ttl)
+    if answer.rcode != 0:
+        return DnsResult(UNKNOWN, error={2: "servfail", 5: "refused"}.get(
+            answer.rcode, f"rcode{answer.rcode}"))
+    if not answer.records:
+        return DnsResult(NODATA, ttl=answer.negative_ttl)
+    return DnsResult(OK, answer.records, answer.ttl)
 
 
 def _rdata_text(rdata: Any) -> str:
