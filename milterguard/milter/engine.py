@@ -13,11 +13,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from milterguard.classifier.settings import ClassifierSettings
 from milterguard.clientaddr import IPNetwork
 from milterguard.config import Config, load_config
+from milterguard.milter.services import (GateChecks, GreylistCheck, HitSink, NoGates,
+                                         StageMetrics)
 from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
 from milterguard.ruleset.rules import RuleSet, load_ruleset, parse_reply
 from milterguard.verdict import Finding, Hit, Reply
@@ -159,12 +161,13 @@ def rule_finding(rule: Any, excerpt: str = "") -> Finding:
 class Engine:
     """Holds the current Policy and the long-lived parts the sessions share."""
 
-    def __init__(self, policy: Policy, gates: Any = None, greylist: Any = None,
-                 store: Any = None, clock: Callable[[], float] = time.time,
+    def __init__(self, policy: Policy, gates: GateChecks | None = None,
+                 greylist: GreylistCheck | None = None,
+                 store: HitSink | None = None, clock: Callable[[], float] = time.time,
                  classifier: Any = None,
                  config_loader: Callable[[], Config] | None = None) -> None:
         self.policy = policy
-        self.gates = gates
+        self.gates: GateChecks = gates if gates is not None else NoGates()
         self.greylist = greylist
         self.store = store
         self.clock = clock
@@ -177,7 +180,7 @@ class Engine:
         self.reloads = 0
         self.reload_failures = 0
         #: A metrics.Metrics once the Prometheus listener is on; None costs nothing.
-        self.metrics: Any = None
+        self.metrics: StageMetrics | None = None
 
     @classmethod
     def from_config(cls, config: Config, with_store: bool = True) -> "Engine":
@@ -198,11 +201,6 @@ class Engine:
                    config_loader=lambda: load_config(config.path, config.state_dir))
 
     # -- what sessions call ------------------------------------------------
-
-    def gate_findings(self, stage: str, client: Any, *args: str) -> Iterable[Finding]:
-        if self.gates is None:
-            return []
-        return getattr(self.gates, "on_" + stage)(client, *args)
 
     def greylist_check(self, addr: str, sender: str, rcpt: str) -> Finding | None:
         if self.greylist is None:
@@ -319,10 +317,12 @@ class Engine:
 
     def close(self) -> None:
         self._stop.set()
-        for part in (self.gates, self.greylist, self.store, self.classifier):
-            closer = getattr(part, "close", None)
-            if closer:
-                try:
-                    closer()
-                except Exception:
-                    log.exception("event=close-failed part=%s", type(part).__name__)
+        parts: tuple[GateChecks | GreylistCheck | HitSink | Any, ...] = (
+            self.gates, self.greylist, self.store, self.classifier)
+        for part in parts:
+            if part is None:
+                continue
+            try:
+                part.close()
+            except Exception:
+                log.exception("event=close-failed part=%s", type(part).__name__)

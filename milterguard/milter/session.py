@@ -92,16 +92,16 @@ class Session:
         self.trusted = self._allowlisted(addr)
         if self.trusted:
             return Verdict(stage="connect")
-        findings = list(self.engine.gate_findings("connect", self.client))
-        findings += self._envelope_rules("client", [addr, name])
+        findings = (self.engine.gates.on_connect(self.client)
+                    + self._envelope_rules("client", [addr, name]))
         return self._gate_answer("connect", findings)
 
     def helo(self, name: str) -> Verdict:
         self.client.helo = name
         if self.trusted:
             return Verdict(stage="helo")
-        findings = list(self.engine.gate_findings("helo", self.client))
-        findings += self._envelope_rules("helo", [name])
+        findings = (self.engine.gates.on_helo(self.client)
+                    + self._envelope_rules("helo", [name]))
         return self._gate_answer("helo", findings)
 
     def hold(self, verdict: Verdict) -> None:
@@ -136,8 +136,8 @@ class Session:
             self.conn_findings = []
         if self.trusted:
             return Verdict(stage="mail")
-        findings = list(self.engine.gate_findings("mail", self.client, sender))
-        findings += self._envelope_rules("mail", [sender])
+        findings = (self.engine.gates.on_mail(self.client, sender)
+                    + self._envelope_rules("mail", [sender]))
         return self._message_answer("mail", findings)
 
     def rcpt(self, rcpt: str, macros: dict[str, str] | None = None) -> Verdict:
@@ -153,8 +153,8 @@ class Session:
         if self.trusted:
             msg.info.recipients.append(rcpt)
             return Verdict(stage="rcpt")
-        findings = list(self.engine.gate_findings("rcpt", self.client, msg.info.sender, rcpt))
-        findings += self._envelope_rules("rcpt", [rcpt])
+        findings = (self.engine.gates.on_rcpt(self.client, msg.info.sender, rcpt)
+                    + self._envelope_rules("rcpt", [rcpt]))
         verdict = self._strongest(findings, "rcpt")
         if not verdict.final:
             grey = self.engine.greylist_check(self.client.addr, msg.info.sender, rcpt)

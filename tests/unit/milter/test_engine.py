@@ -105,3 +105,42 @@ def test_help_lists_every_command():
     assert res.returncode == 0
     for name in ("run", "check", "replay"):
         assert name in res.stdout
+
+
+class _Part:
+    """A gate set, greylist and store in one: records what the engine calls."""
+
+    def __init__(self, calls, name, fail_close=False):
+        self.calls, self.name, self.fail_close = calls, name, fail_close
+
+    def on_connect(self, client):
+        self.calls.append((self.name, "connect", client.addr))
+        return []
+
+    def check(self, addr, sender, rcpt):
+        self.calls.append((self.name, "check", rcpt))
+        return None
+
+    def record(self, hits):
+        self.calls.append((self.name, "record", len(hits)))
+
+    def close(self):
+        self.calls.append((self.name, "close"))
+        if self.fail_close:
+            raise RuntimeError("broken on close")
+
+
+def test_parts_are_called_through_their_interfaces_and_all_closed(tmp_path, caplog):
+    from milterguard.smtpinfo import ClientInfo
+    engine, _ = make(tmp_path, "rules:\n  - {id: one, target: body, phrases: [a]}\n")
+    assert engine.gates.on_connect(ClientInfo(addr="192.0.2.1")) == []   # no gates: nothing
+    calls = []
+    engine = Engine(engine.policy, gates=_Part(calls, "gates", fail_close=True),
+                    greylist=_Part(calls, "greylist"), store=_Part(calls, "store"))
+    engine.gates.on_connect(ClientInfo(addr="192.0.2.1"))
+    assert engine.greylist_check("192.0.2.1", "s@example.org", "r@example.net") is None
+    engine.record([])                  # nothing to record: the store is not bothered
+    engine.close()
+    assert calls == [("gates", "connect", "192.0.2.1"), ("greylist", "check", "r@example.net"),
+                     ("gates", "close"), ("greylist", "close"), ("store", "close")]
+    assert "event=close-failed part=_Part" in caplog.text

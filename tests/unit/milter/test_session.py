@@ -77,6 +77,9 @@ class FakeStore:
     def record(self, hits):
         self.hits.extend(hits)
 
+    def close(self):
+        return True
+
 
 class FakeGreylist:
     def __init__(self, grey_rcpts):
@@ -87,6 +90,9 @@ class FakeGreylist:
             return Finding("greylist", "greylist", Action.TEMPFAIL,
                            Reply("451", "4.7.1", "Greylisted"))
         return None
+
+    def close(self):
+        pass
 
 
 @pytest.fixture
