@@ -1,7 +1,13 @@
 """Logging to stderr (systemd's journal) or syslog's mail facility.
 
-Every line starts with ``milterguard[component]`` and carries key=value
-fields, so `grep queue_id=ABC123` or the log scanner can find it.
+The two formats, one line per event, the message part being key=value
+fields (so ``grep queue_id=ABC123`` finds a message in either):
+
+- stderr: ``2026-01-05 10:00:00,123 INFO milterguard.session queue_id=...``
+  (time, level, logger name, message; the journal adds its own prefix);
+- syslog (facility mail, beside Postfix's own lines):
+  ``milterguard[PID]: milterguard.session queue_id=...``, syslog adding the
+  time and host.
 """
 
 from __future__ import annotations

@@ -51,7 +51,12 @@ class PolicyRequest:
 
 
 def policy_action(greylist: Greylist, request: PolicyRequest) -> tuple[str, GreylistResult | None]:
-    """The ``action=`` value for one request (pure: no sockets)."""
+    """The ``action=`` value for one request.
+
+    No sockets here (the server below reads and writes them), but not pure
+    either: a RCPT request is a greylisting decision, which reads and
+    writes the greylist store.
+    """
     if request.errors:
         return DUNNO, None
     attrs = request.attrs
