@@ -54,7 +54,8 @@ def test_query_packet_refuses_names_the_wire_cannot_carry(name):
 
 def test_a_answer_records_and_smallest_ttl():
     got = parse_response(answer(records=("127.0.0.2", "127.0.0.4"), ttl=120), NAME, A)
-    assert got == WireAnswer(0, ("127.0.0.2", "127.0.0.4"), 120, 0)
+    assert got is not None and (got.rcode, got.ttl, got.negative_ttl, got.error) == (0, 120, 0, "")
+    assert sorted(got.records) == ["127.0.0.2", "127.0.0.4"]   # dnspython's order is its own
 
 
 def test_txt_strings_are_joined_and_case_of_the_name_does_not_matter():
