@@ -2,6 +2,8 @@
 #   make deps    system packages for the tests (apt; skipped when all present)
 #   make deps-demo  only what the demo uses (no Postfix, no Chromium)
 #   make venv    .venv with milterguard installed editable, plus test and lint tools
+#   make lint    ruff over the package, tests and benches (rules in pyproject.toml)
+#   make typecheck  mypy, strict on the package (settings in pyproject.toml)
 #   make unit    the unit tier: no root, Postfix, rbldnsd, nft or network
 #   make test    the whole suite: the unit tier and the e2e tier (real
 #                Postfix, rbldnsd, nftables in namespaces, Chromium)
@@ -18,7 +20,7 @@ STATE := $(CURDIR)/state
 DEMO_SOCKET := unix:$(STATE)/milterguard.sock
 EVAL_EXCLUDE ?= mime_edge
 
-.PHONY: all deps deps-demo venv unit test demo bench eval fuzz clean
+.PHONY: all deps deps-demo venv lint typecheck unit test demo bench eval fuzz clean
 
 all: test
 
@@ -37,6 +39,12 @@ $(VENV)/.installed: pyproject.toml | deps-demo
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -e '.[test,lint]'
 	touch $@
+
+lint: venv
+	$(VPY) -m ruff check .
+
+typecheck: venv
+	$(VPY) -m mypy
 
 unit: venv
 	$(VPY) -m pytest -q -m 'not e2e' tests/unit

@@ -266,7 +266,7 @@ def measure_daemons(port: int, rounds: int, connections: int) -> dict[str, list[
         daemons = {"one": start_daemon(gates_config(f"{one_dir}/c.yaml", port, ZONE_NAMES[:1]), one_dir),
                    "six": start_daemon(gates_config(f"{six_dir}/c.yaml", port, ZONE_NAMES), six_dir)}
         try:
-            for key, (_, spec) in daemons.items():   # warm up
+            for _, spec in daemons.values():   # warm up
                 for addr in addresses(5, 200):
                     replay_message(spec, MESSAGE % addr.encode())
             for round_no in range(rounds):

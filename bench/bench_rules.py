@@ -221,7 +221,7 @@ def main() -> int:
             order = list(SIZES) if r % 2 == 0 else list(reversed(SIZES))
             for n in order:
                 rs = rulesets[n]
-                times["match"][n].append(time_it(lambda b: rs.match("body", [b]), bodies))
+                times["match"][n].append(time_it(lambda b, rs=rs: rs.match("body", [b]), bodies))
                 pm = rs.matchers["body"].phrases
                 times["trie"][n].append(time_it(pm.search, bodies))
                 if not args.no_ac:

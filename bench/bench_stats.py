@@ -114,12 +114,12 @@ def main() -> int:
             "SELECT ts, client_addr, stage, category, rule_id, observe, source FROM hits")))
         print(f"baseline: read all {n} rows in Python: {base_t:.2f} s")
         for since_label, since in (("all", 0.0), ("3d", now - 3 * 86400)):
-            t, st = timed(lambda: stats.compute_stats(conn, since, clock=lambda: now,
+            t, st = timed(lambda since=since: stats.compute_stats(conn, since, clock=lambda: now,
                                                      rule_ids=["never-a", "gtube"]))
             print(f"compute_stats since={since_label}: {t:.2f} s  "
                   f"(ratio to baseline {t / base_t:.2f}); hits={st.total_hits} "
                   f"addresses={st.total_addresses}")
-            t2, _ = timed(lambda: stats.hits_over_time(conn, since, now))
+            t2, _ = timed(lambda since=since: stats.hits_over_time(conn, since, now))
             print(f"hits_over_time since={since_label}: {t2:.2f} s")
         conn.close()
         env = dict(os.environ, PYTHONPATH=REPO)

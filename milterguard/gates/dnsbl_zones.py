@@ -217,7 +217,7 @@ def parse_zone(item: LDict, default_reply: str, known: frozenset[str] = ZONE_KEY
     if not isinstance(codes, list) or not codes:
         raise item.error("must be a non-empty list of codes", "codes", name)
     filters: list[CodeFilter] = []
-    for index, code in enumerate(codes):
+    for code in codes:
         where: Any = item
         key: Any = "codes"
         entry = {"match": code} if not isinstance(code, dict) else code

@@ -149,7 +149,7 @@ class UriblChecker:
             return []
         answers = self.query.lookup_many([q for _, _, q in asked], "A", self.deadline)
         listed: dict[str, tuple[UriZone, str, list, tuple[str, ...]]] = {}
-        for (uzone, name, qname), answer in zip(asked, answers):
+        for (uzone, name, _), answer in zip(asked, answers):
             zname = uzone.zone.name
             if answer.status in (NXDOMAIN, NODATA):
                 self._count(zname, "clean")

@@ -356,7 +356,7 @@ class Session:
             result.add_headers.append(("X-Spam-Flag", "YES"))
             result.add_headers.append(("X-Spam-Score", f"{score:.1f}"))
             if policy.subject_prefix:
-                for index, (name, value) in enumerate(
+                for index, (_, value) in enumerate(
                         [h for h in msg.headers if h[0].lower() == "subject"][:1], start=1):
                     result.change_headers.append(("Subject", index, policy.subject_prefix + value.lstrip()))
 

@@ -57,7 +57,7 @@ def check_url(database: str) -> str:
     if not parts.path.strip("/") and "dbname=" not in parts.query:
         return "a postgresql:// URL must name the database (postgresql://USER@HOST/DBNAME)"
     try:
-        parts.port
+        _ = parts.port          # the property raises for a port that is not a number
     except ValueError:
         return "the port in the postgresql:// URL is not a number"
     return ""
