@@ -247,25 +247,31 @@ def timed_search(pattern: "regex.Pattern[str]", text: str,
     message's budget; TimeoutError when either runs out.
 
     The first HOLD_GIL seconds run holding the GIL (cheap); a search that
-    needs longer is run again releasing it, so other sessions go on.
+    needs longer is run again releasing it, so other sessions go on. (Kept
+    to plain arithmetic: it runs for every pattern on every text.)
     """
-    limit = REGEX_TIMEOUT
-    if budget is not None:
-        limit = min(limit, budget.remaining())
-        if limit <= 0:
-            budget.skipped += 1
-            raise BudgetSpent()
-        start = budget.clock()
-    try:
+    if budget is None:
         try:
-            return pattern.search(text, timeout=min(limit, HOLD_GIL), concurrent=False)
+            return pattern.search(text, timeout=HOLD_GIL, concurrent=False)
         except TimeoutError:
-            if limit <= HOLD_GIL:
-                raise
-            return pattern.search(text, timeout=limit - HOLD_GIL, concurrent=True)
+            return pattern.search(text, timeout=REGEX_TIMEOUT - HOLD_GIL, concurrent=True)
+    limit = budget.seconds - budget.spent
+    if limit <= 0:
+        budget.skipped += 1
+        raise BudgetSpent()
+    clock = budget.clock
+    start = clock()
+    try:
+        return pattern.search(text, timeout=HOLD_GIL if limit > HOLD_GIL else limit,
+                              concurrent=False)
+    except TimeoutError:
+        if limit <= HOLD_GIL:
+            raise
+        if limit > REGEX_TIMEOUT:
+            limit = REGEX_TIMEOUT
+        return pattern.search(text, timeout=limit - HOLD_GIL, concurrent=True)
     finally:
-        if budget is not None:
-            budget.spent += budget.clock() - start
+        budget.spent += clock() - start
 
 
 class TargetMatcher:
