@@ -1,7 +1,8 @@
-"""What a check finds (Hit) and what a stage answers (Verdict).
+"""What a check reports (Finding), what is recorded (Hit), and what a
+stage answers the MTA (Verdict, with its Action and Reply).
 
-These are plain data so that checks, the session, the store and the replay
-harness share them without importing each other.
+These are plain data so that the checks, the session, the rule set and the
+store share them without importing each other.
 """
 
 from __future__ import annotations
@@ -46,12 +47,6 @@ class Reply:
         return f"{self.code} {self.xcode} {self.text}"
 
 
-DEFAULT_REPLIES = {
-    Action.REJECT: Reply("550", "5.7.1", "Message rejected by policy"),
-    Action.TEMPFAIL: Reply("451", "4.7.1", "Try again later"),
-}
-
-
 def clean_reply_text(text: str, limit: int = 200) -> str:
     """Make text safe for an SMTP reply line.
 
@@ -74,9 +69,6 @@ class Verdict:
     @property
     def final(self) -> bool:
         return self.action not in (Action.CONTINUE, Action.TAG)
-
-
-CONTINUE = Verdict()
 
 
 @dataclass

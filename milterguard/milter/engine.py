@@ -21,7 +21,7 @@ from milterguard.config import Config, load_config
 from milterguard.milter.services import (GateChecks, GreylistCheck, HitSink, NoGates,
                                          StageMetrics)
 from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
-from milterguard.ruleset.rules import RuleSet, load_ruleset, parse_reply
+from milterguard.ruleset.rules import RuleSet, load_ruleset, parse_rule_reply
 from milterguard.verdict import Finding, Hit, Reply
 from milterguard.content.views import MessageViews
 from milterguard.milter.coverage import DEFAULT_SCAN_ACTIONS, ScanActions
@@ -94,7 +94,7 @@ class Policy:
                 value = default
             numbers[key] = value
         try:
-            reject_reply = parse_reply(str(msg.get("reject_reply", "550 5.7.1 Message rejected as spam")), "reject")
+            reject_reply = parse_rule_reply(str(msg.get("reject_reply", "550 5.7.1 Message rejected as spam")), "reject")
         except ValueError as exc:
             errors.append(msg.error(str(exc), "reject_reply"))
             reject_reply = Reply("550", "5.7.1", "Message rejected as spam")

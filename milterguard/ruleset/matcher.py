@@ -1,6 +1,6 @@
 """Compiled matchers: many phrases or patterns, one pass over the text.
 
-All phrases that read the same target are folded (``normalize.fold``),
+All phrases that read the same target are folded (``content.fold.fold``),
 split into words and indexed by their first word, so scanning costs about
 the same for ten phrases as for ten thousand (see PhraseMatcher). Regular
 expressions run one by one, each with a timeout and against the message's

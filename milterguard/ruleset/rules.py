@@ -64,8 +64,10 @@ def shipped_rules_dir() -> str:
     return packaged
 
 
-def parse_reply(text: str, action: str) -> Reply:
-    """"550 5.7.1 text" -> Reply; the code class must fit the action."""
+def parse_rule_reply(text: str, action: str) -> Reply:
+    """A rule's ``reply:`` text, "550 5.7.1 text", as a Reply for its action:
+    the code class must fit the action (5xx reject, 4xx tempfail); a missing
+    enhanced code or text takes the default."""
     m = _REPLY_RE.match(text.strip())
     if not m:
         raise ValueError("must look like '550 5.7.1 text'")
@@ -221,7 +223,7 @@ def parse_rule(raw: Any, file: str, line: int, errors: list[ConfigError]) -> Rul
             errors.append(raw.error("a reply only goes with action reject or tempfail", "reply", rid))
         else:
             try:
-                rule.reply = parse_reply(str(raw["reply"]), rule.action)
+                rule.reply = parse_rule_reply(str(raw["reply"]), rule.action)
             except ValueError as exc:
                 errors.append(raw.error(str(exc), "reply", rid))
     elif rule.action in DEFAULT_REPLY:

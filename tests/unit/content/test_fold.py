@@ -1,4 +1,4 @@
-"""normalize.fold: the form phrases and text are compared in."""
+"""content.fold.fold: the form phrases and text are compared in."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 
 from milterguard.content.fold import fold
-from milterguard.content import fold as normalize
+from milterguard.content import fold as fold_mod
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -85,7 +85,7 @@ def test_casefold_output_is_left_alone_by_casefold() -> None:
 ])
 def test_casefold_few_matches_casefold(text: str) -> None:
     non_ascii = {c for c in text if not c.isascii()}
-    assert normalize._casefold_few(text, non_ascii) == text.casefold()
+    assert fold_mod._casefold_few(text, non_ascii) == text.casefold()
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -93,6 +93,6 @@ def test_casefold_few_matches_casefold(text: str) -> None:
     ("a0\u00e9", False), ("\u00e9a1b", True), ("a2b a6b", False), ("A1B", False), ("a\udc801b", True),
 ])
 def test_digit_between_letters_prefilter(text: str, expected: bool) -> None:
-    assert normalize._digit_between_letters(text) is expected
+    assert fold_mod._digit_between_letters(text) is expected
     if not expected:   # the prefilter only skips what the regex would not change
-        assert normalize._DIGIT_IN_WORD.sub(normalize._digits, text) == text
+        assert fold_mod._DIGIT_IN_WORD.sub(fold_mod._digits, text) == text

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from milterguard.errors import ConfigErrors
-from milterguard.ruleset.rules import load_ruleset, parse_reply
+from milterguard.ruleset.rules import load_ruleset, parse_rule_reply
 
 
 def write(tmp_path, name, text):
@@ -129,16 +129,16 @@ def test_yaml_syntax_error_names_line(tmp_path):
     ("550 5.7.1 Go away", "550", "5.7.1", "Go away"),
     ("554 Nope", "554", "5.7.1", "Nope"),
 ])
-def test_parse_reply(text, code, xcode, msg):
-    r = parse_reply(text, "reject")
+def test_parse_rule_reply(text, code, xcode, msg):
+    r = parse_rule_reply(text, "reject")
     assert (r.code, r.xcode, r.text) == (code, xcode, msg)
 
 
-def test_parse_reply_rejects_mismatch():
+def test_parse_rule_reply_rejects_mismatch():
     with pytest.raises(ValueError):
-        parse_reply("550 4.7.1 x", "reject")
+        parse_rule_reply("550 4.7.1 x", "reject")
     with pytest.raises(ValueError):
-        parse_reply("hello", "reject")
+        parse_rule_reply("hello", "reject")
 
 
 def test_shipped_rules_are_valid():
