@@ -18,7 +18,7 @@ when a reload finds errors.
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("check", help="validate config and rule files",
                               description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)

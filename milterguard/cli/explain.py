@@ -44,7 +44,7 @@ SHOW_TEXTS = 5
 SHOW_CLUES = 15
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("explain", help="show which rules hit a message, where and why",
                               description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -23,7 +23,7 @@ Exit 0 when every line converted, 1 when some did not.
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("import-postfix", help="convert Postfix header/body_checks",
                               description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,7 +17,7 @@ import socket
 from milterguard.errors import ProtocolError
 from milterguard.milter import protocol as mp
 
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
 class MilterClient:
@@ -30,8 +30,9 @@ class MilterClient:
         self.neg = mp.Negotiated()
         self.skip_stage = ""
         self.modifications: list[mp.Response] = []
-        self.quickack = (sock.family != socket.AF_UNIX and _TCP_QUICKACK is not None
-                         and quickack)
+        #: TCP_QUICKACK's option number when it is to be set after each read.
+        self.quickack_option = (_TCP_QUICKACK if quickack and sock.family != socket.AF_UNIX
+                                else None)
 
     def _flush(self) -> None:
         if self.out:
@@ -45,11 +46,11 @@ class MilterClient:
             if pkt is not None:
                 return pkt
             data = self.sock.recv(65536)
-            if self.quickack:
+            if self.quickack_option is not None:
                 # libmilter writes each eom modification and the final reply
                 # separately; with Nagle on its side and delayed ACK on ours
                 # every message with an added header stalls ~40 ms on TCP.
-                self.sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+                self.sock.setsockopt(socket.IPPROTO_TCP, self.quickack_option, 1)
             if not data:
                 raise ProtocolError("milter closed the connection")
             self.buffer.feed(data)

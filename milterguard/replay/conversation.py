@@ -31,7 +31,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 from milterguard import socketspec
 from milterguard.errors import MilterguardError, ProtocolError
@@ -106,7 +106,7 @@ class ReplayResult:
     queue_id: str = ""
     ms: float = 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["added_headers"] = [list(h) for h in self.added_headers]
         out["changed_headers"] = [list(h) for h in self.changed_headers]

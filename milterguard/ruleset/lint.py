@@ -27,7 +27,7 @@ single match, and neither is referenced by a compound rule.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 from milterguard.content.fold import fold
 from milterguard.ruleset.matcher import REGEX_TIMEOUT
@@ -54,7 +54,7 @@ class LintFinding:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.level}: rule {self.rule_id}: {self.message}"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -91,7 +91,7 @@ class PhraseMatcher:
             if len(key) == 1:
                 self._single[key[0]] = key
             else:
-                self._multi.setdefault(key[:2], []).append(key)
+                self._multi.setdefault((key[0], key[1]), []).append(key)
         self._singles = frozenset(self._single)
         self._pairs = frozenset(self._multi)
 
@@ -117,7 +117,7 @@ class PhraseMatcher:
                         if key not in seen and (len(key) == 2 or tuple(words[i:i + len(key)]) == key):
                             seen.add(key)
                             found.append(key)
-        out = []
+        out: list[Match] = []
         for key in found:
             excerpt = self._excerpt(text, key)
             phrase = " ".join(key)

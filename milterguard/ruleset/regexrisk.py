@@ -46,7 +46,7 @@ _SAMPLES = (string.ascii_letters + string.digits + string.punctuation + " \t\n\r
 class _Node:
     kind: str                       # atom, empty, seq, alt, rep, group
     src: str = ""                   # atom: its regex source
-    kids: tuple = ()
+    kids: tuple[_Node, ...] = ()
     lo: int = 0
     hi: int | None = None           # rep: None = unbounded
     safe: bool = False              # possessive repeat or atomic group
