@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from milterguard.classifier.model import Tuning
 from milterguard.errors import ConfigError, ConfigErrors
-from milterguard.ruleset.rules import parse_reply
+from milterguard.ruleset.rules import parse_rule_reply
 from milterguard.verdict import Action, Finding, Reply
 from milterguard.yamlsrc import LDict
 
@@ -137,7 +137,7 @@ def _parse_band(section: LDict, item) -> Band:
         default = "550 5.7.1 Message rejected as spam" if action == "reject" else \
             "451 4.7.1 Please try again later"
         try:
-            reply = parse_reply(str(item.get("reply", default)), action)
+            reply = parse_rule_reply(str(item.get("reply", default)), action)
         except ValueError as exc:
             raise item.error(str(exc), "reply", bid) from None
     category = item.get("category", "bayes")
