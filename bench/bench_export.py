@@ -20,7 +20,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from milterguard.store.exporters import (ExportEntry, render_bind, render_ipset,  # noqa: E402
+from milterguard.store.exporters import (ExportEntry, render_bind, render_ipset,
                                    render_nftables, render_postfix_cidr, render_rbldnsd,
                                    write_atomic)
 

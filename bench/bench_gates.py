@@ -44,13 +44,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
-import subprocess  # noqa: E402
+import subprocess
 
-import dns.asyncresolver  # noqa: E402
+import dns.asyncresolver
 
-from dnsfixtures import Rbldnsd, load_test_config  # noqa: E402
-from milterguard.gates.gateset import Gates  # noqa: E402
-from milterguard.smtpinfo import ClientInfo  # noqa: E402
+from dnsfixtures import Rbldnsd, load_test_config
+from milterguard.gates.gateset import Gates
+from milterguard.smtpinfo import ClientInfo
 
 ZONE_NAMES = [f"bl{i}.test" for i in range(6)]
 

@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from milterguard.greylist.triplets import Greylist, GreylistSettings, triplet_key  # noqa: E402
+from milterguard.greylist.triplets import Greylist, GreylistSettings, triplet_key
 
 NOW = 1_700_000_000.0
 #: Documentation networks only (RFC 5737); the variety is in sender and recipient.

@@ -27,9 +27,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
-import bench_postfix  # noqa: E402  (a sibling script, found through the path above)
+import bench_postfix
 
-from milterguard.replay.conversation import replay_message  # noqa: E402
+from milterguard.replay.conversation import replay_message
 
 #: The shipped rules, nothing that needs DNS, quiet logs: the daemon's CPU is content checking.
 CONFIG = """\

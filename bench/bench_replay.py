@@ -21,8 +21,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from milterguard.replay.conversation import replay_message  # noqa: E402
-from milterguard.socketspec import connect  # noqa: E402
+from milterguard.replay.conversation import replay_message
+from milterguard.socketspec import connect
 
 MESSAGE = (b"X-Replay-Client: 192.0.2.7 mail.example.com\n"
            b"From: a@example.org\nTo: b@example.net\nSubject: bench\n"

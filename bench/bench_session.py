@@ -25,10 +25,10 @@ from typing import Callable
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from milterguard.config import load_config  # noqa: E402
-from milterguard.milter.engine import Engine  # noqa: E402
-from milterguard.replay.message import parse_message  # noqa: E402
-from milterguard.milter.session import Session  # noqa: E402
+from milterguard.config import load_config
+from milterguard.milter.engine import Engine
+from milterguard.replay.message import parse_message
+from milterguard.milter.session import Session
 
 CONFIG = """\
 rules: {shipped: true, site: [], reload_interval: 0}

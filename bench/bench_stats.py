@@ -23,10 +23,10 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from milterguard.store import db  # noqa: E402
-from milterguard.report import stats  # noqa: E402
-from milterguard.store.bans import BANS_SCHEMA  # noqa: E402
-from milterguard.store.hits import HITS_SCHEMA, HIT_COLUMNS  # noqa: E402
+from milterguard.store import db
+from milterguard.report import stats
+from milterguard.store.bans import BANS_SCHEMA
+from milterguard.store.hits import HITS_SCHEMA, HIT_COLUMNS
 
 KINDS = [  # (stage, rule_id, category, action, source, weight)
     ("connect", "dnsbl:zen", "dnsbl", "reject", "milter", 30),

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from milterguard.classifier.model import Counts, classify  # noqa: E402
-from milterguard.classifier.settings import ClassifierSettings  # noqa: E402
-from milterguard.classifier.tokendb import TokenWriter, message_digest, open_tokendb  # noqa: E402
-from milterguard.classifier.tokens import tokenize  # noqa: E402
-from milterguard.content.views import MessageViews  # noqa: E402
-from milterguard.replay.message import parse_message  # noqa: E402
+from milterguard.classifier.model import Counts, classify
+from milterguard.classifier.settings import ClassifierSettings
+from milterguard.classifier.tokendb import TokenWriter, message_digest, open_tokendb
+from milterguard.classifier.tokens import tokenize
+from milterguard.content.views import MessageViews
+from milterguard.replay.message import parse_message
 
 
 @dataclass

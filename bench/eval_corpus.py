@@ -51,11 +51,11 @@ import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from milterguard.config import load_config  # noqa: E402
-from milterguard.milter.engine import Policy  # noqa: E402
-from milterguard.replay.files import collect_files, replay_files  # noqa: E402
+from milterguard.config import load_config
+from milterguard.milter.engine import Policy
+from milterguard.replay.files import collect_files, replay_files
 
-import crossval  # noqa: E402  (bench/crossval.py)
+import crossval
 
 CAUGHT = {"reject", "discard", "quarantine", "tempfail", "tag"}
 SLOW_MS = 1000.0

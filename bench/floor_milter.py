@@ -24,47 +24,47 @@ import Milter
 class FloorMilter(Milter.Base):
     """Answers CONTINUE at every stage and keeps no state."""
 
-    def connect(self, hostname, family, hostaddr):  # type: ignore[no-untyped-def]
+    def connect(self, hostname, family, hostaddr):
         return Milter.CONTINUE
 
-    def hello(self, hostname):  # type: ignore[no-untyped-def]
+    def hello(self, hostname):
         return Milter.CONTINUE
 
-    def envfrom(self, mailfrom, *params):  # type: ignore[no-untyped-def]
+    def envfrom(self, mailfrom, *params):
         return Milter.CONTINUE
 
-    def envrcpt(self, to, *params):  # type: ignore[no-untyped-def]
+    def envrcpt(self, to, *params):
         return Milter.CONTINUE
 
-    def data(self):  # type: ignore[no-untyped-def]
+    def data(self):
         return Milter.CONTINUE
 
-    def header(self, name, value):  # type: ignore[no-untyped-def]
+    def header(self, name, value):
         return Milter.CONTINUE
 
-    def eoh(self):  # type: ignore[no-untyped-def]
+    def eoh(self):
         return Milter.CONTINUE
 
-    def body(self, chunk):  # type: ignore[no-untyped-def]
+    def body(self, chunk):
         return Milter.CONTINUE
 
-    def eom(self):  # type: ignore[no-untyped-def]
+    def eom(self):
         return Milter.CONTINUE
 
-    def abort(self):  # type: ignore[no-untyped-def]
+    def abort(self):
         return Milter.CONTINUE
 
-    def close(self):  # type: ignore[no-untyped-def]
+    def close(self):
         return Milter.CONTINUE
 
-    def unknown(self, cmd):  # type: ignore[no-untyped-def]
+    def unknown(self, cmd):
         return Milter.CONTINUE
 
 
 class LazyMilter(Milter.Base):
     """Implements only eom(); pymilter tells the MTA to skip the rest."""
 
-    def eom(self):  # type: ignore[no-untyped-def]
+    def eom(self):
         return Milter.CONTINUE
 
 

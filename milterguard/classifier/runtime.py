@@ -103,7 +103,7 @@ class Classifier:
         if conn is not None:
             try:
                 self._write_autolearned(conn)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged; the refresh thread goes on
                 log.error("event=autolearn-failed error=%r", error_text(exc))
             conn.close()
 

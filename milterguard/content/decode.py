@@ -106,7 +106,7 @@ def decode_bytes(data: bytes, charset: str | None, problems: list[str] | None = 
         # rest so that a stray byte cannot split a word in two.
         try:
             return data.decode(codec, errors="replace").replace("\ufffd", "")
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - a broken codec: cp1252 below, never stop
             pass
     return data.decode("cp1252", errors="replace").replace("\ufffd", "")
 
@@ -228,7 +228,7 @@ def _stdlib_param(value: str, name: str) -> str | None:
         if got is None:
             return None
         return str(got)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a malformed parameter is an absent one
         return None
 
 

@@ -332,7 +332,7 @@ def _soa_ttl(response: dns.message.Message | None) -> int:
 def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> int:
     try:
         responses = exc.responses()
-    except Exception:  # dnspython versions differ in what they keep
+    except Exception:  # noqa: BLE001 - dnspython versions differ in what they keep
         return 0
     for response in responses.values():
         return _soa_ttl(response)

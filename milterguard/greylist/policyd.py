@@ -156,7 +156,7 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def answer(self, request: PolicyRequest, peer: str) -> str:
         try:
             action, result = policy_action(self.greylist, request)
-        except Exception as exc:  # noqa: BLE001 - a bug must not stop mail
+        except Exception as exc:  # a bug must not stop mail (logged with its traceback)
             log.exception("event=policy-error peer=%s error=%r", peer, str(exc))
             request.errors.append("internal error")
             action, result = DUNNO, None

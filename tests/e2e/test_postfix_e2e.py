@@ -97,7 +97,7 @@ def rejected_queue_id(postfix: PostfixInstance, needle: str) -> str:
     return match.group(1)
 
 
-def one_log_line(daemon, queue_id: str) -> str:  # type: ignore[no-untyped-def]
+def one_log_line(daemon, queue_id: str) -> str:
     lines = daemon.log_lines(f"queue_id={queue_id} ")
     assert len(lines) == 1, (f"expected one log line for {queue_id}, got {lines}\n"
                              f"{daemon.log_text()[-2000:]}")
@@ -130,7 +130,7 @@ def test_private_postfix_delivers_to_discard(postfix: PostfixInstance) -> None:
 
 
 @pytest.mark.parametrize("kind", ["unix", "inet"])
-def test_milterguard_through_real_postfix(kind, site_config, milterguard_factory,  # type: ignore[no-untyped-def]
+def test_milterguard_through_real_postfix(kind, site_config, milterguard_factory,
                                           postfix_factory) -> None:
     daemon = milterguard_factory(site_config, kind=kind)
     postfix = postfix_factory(milter_params([daemon.spec], default_action="tempfail"))
@@ -172,7 +172,7 @@ def test_milterguard_through_real_postfix(kind, site_config, milterguard_factory
 
 
 @pytest.mark.parametrize("kind", ["unix", "inet"])
-def test_no_reply_stages_only_on_unix_sockets(kind, site_config,  # type: ignore[no-untyped-def]
+def test_no_reply_stages_only_on_unix_sockets(kind, site_config,
                                               milterguard_factory) -> None:
     """DATA, header and body (and connect and HELO, whose rejects wait for
     the first RCPT) are negotiated as no-reply on a unix socket (a round trip

@@ -193,7 +193,7 @@ def expected(sent: Sent, new_active: bool) -> bool:
     return sent.code == 250
 
 
-def test_reload_under_load_through_postfix(e2e_dir, milterguard_factory, postfix_factory) -> None:  # type: ignore[no-untyped-def]
+def test_reload_under_load_through_postfix(e2e_dir, milterguard_factory, postfix_factory) -> None:
     rules_dir = os.path.join(e2e_dir, "rules.d")
     os.makedirs(rules_dir)
     rule_file = os.path.join(rules_dir, "site.yaml")

@@ -70,7 +70,7 @@ def through_postfix(port: int, raw: bytes) -> str:
     return match.group(1) if match else ""
 
 
-def verdict_line(daemon, queue_id: str) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+def verdict_line(daemon, queue_id: str) -> tuple[str, list[str]]:
     """(action, sorted rule ids) from the daemon's log line of a message."""
     lines = daemon.log_lines(f"queue_id={queue_id} ")
     assert len(lines) == 1, (queue_id, daemon.log_text()[-3000:])
@@ -80,7 +80,7 @@ def verdict_line(daemon, queue_id: str) -> tuple[str, list[str]]:  # type: ignor
 
 
 def test_replay_verdicts_equal_postfix_verdicts(e2e_dir, milterguard_factory,
-                                                postfix_factory) -> None:  # type: ignore[no-untyped-def]
+                                                postfix_factory) -> None:
     daemon = milterguard_factory(config_path=DEMO_CONFIG, kind="unix")
     postfix = postfix_factory(milter_params([daemon.spec], default_action="tempfail"))
     files = []

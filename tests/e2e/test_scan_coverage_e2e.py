@@ -53,13 +53,13 @@ def nested(depth: int) -> str:
 
 
 @pytest.fixture
-def stack(milterguard_factory, postfix_factory):  # type: ignore[no-untyped-def]
+def stack(milterguard_factory, postfix_factory):
     daemon = milterguard_factory(CONFIG, kind="unix")
     postfix = postfix_factory(milter_params([daemon.spec], default_action="tempfail"))
     return daemon, postfix
 
 
-def test_charset_bypasses_are_closed_through_postfix(stack) -> None:  # type: ignore[no-untyped-def]
+def test_charset_bypasses_are_closed_through_postfix(stack) -> None:
     daemon, postfix = stack
 
     def diag() -> str:

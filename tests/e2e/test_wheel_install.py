@@ -69,7 +69,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                 os.path.join(dist, wheels[0])], elsewhere, env)
     assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
     return {"bin": os.path.join(venv, "bin", "milterguard"), "venv": venv,
-            "cwd": elsewhere, "env": env}  # type: ignore[dict-item]
+            "cwd": elsewhere, "env": env}
 
 
 def test_installed_check_loads_every_shipped_rule(installed: dict) -> None:

@@ -76,7 +76,7 @@ def _accept_one(server: socket.socket, seen: list[bytes]) -> None:
 
 
 @pytest.mark.parametrize("kind", ["unix", "inet", "inet6", "postfix-inet"])
-def test_connect_reaches_a_real_listener(kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_connect_reaches_a_real_listener(kind: str, tmp_path) -> None:
     if kind == "unix":
         server = socket.socket(AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(tmp_path / "s.sock"))
@@ -103,12 +103,12 @@ def test_connect_reaches_a_real_listener(kind: str, tmp_path) -> None:  # type: 
     assert seen == [b"hello"]
 
 
-def test_connect_to_nothing_is_an_oserror(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_connect_to_nothing_is_an_oserror(tmp_path) -> None:
     with pytest.raises(OSError):
         connect(f"unix:{tmp_path}/nobody.sock", 1.0)
 
 
-def test_run_refuses_a_bad_socket_naming_where_it_was_written(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_run_refuses_a_bad_socket_naming_where_it_was_written(tmp_path) -> None:
     cfg = tmp_path / "mg.yaml"
     cfg.write_text("rules: {shipped: false}\nsocket: tcp:8894@127.0.0.1\n")
     res = subprocess.run([sys.executable, "-m", "milterguard", "run", "-c", str(cfg),

@@ -229,7 +229,7 @@ def test_views_are_lazy_and_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     real = views_mod.walk_message
 
-    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 

@@ -40,10 +40,10 @@ class _FakeContext:
     def __init__(self) -> None:
         self.replies: list[tuple[str, str, str]] = []
 
-    def setreply(self, code, xcode, *text):  # type: ignore[no-untyped-def]
+    def setreply(self, code, xcode, *text):
         self.replies.append((code, xcode, " ".join(text)))
 
-    def getsymval(self, name):  # type: ignore[no-untyped-def]
+    def getsymval(self, name):
         return None
 
 
@@ -56,13 +56,13 @@ class _Engine:
     metrics = None
 
 
-def _milter(protocol: int):  # type: ignore[no-untyped-def]
+def _milter(protocol: int):
     import Milter
 
     from milterguard.milter.adapter import MilterguardMilter
 
     milter = MilterguardMilter.__new__(MilterguardMilter)
-    milter.engine = _Engine()  # type: ignore[assignment]
+    milter.engine = _Engine()
     milter._protocol = protocol
     milter._silent_error = False
     milter._ctx = _FakeContext()
@@ -77,16 +77,16 @@ class _BrokenHeaders:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def header(self, name, value):  # type: ignore[no-untyped-def]
+    def header(self, name, value):
         raise RuntimeError("boom")
 
-    def eoh(self, macros):  # type: ignore[no-untyped-def]
+    def eoh(self, macros):
         from milterguard.verdict import Verdict
 
         self.calls.append("eoh")
         return Verdict(stage="eoh")
 
-    def abort(self):  # type: ignore[no-untyped-def]
+    def abort(self):
         self.calls.append("abort")
 
 
@@ -127,10 +127,10 @@ def test_unanswered_connect_holds_a_final_verdict_for_the_first_rcpt():
     class Session:
         client = type("C", (), {"addr": "192.0.2.1"})()
 
-        def connect(self, name, addr, port, macros):  # type: ignore[no-untyped-def]
+        def connect(self, name, addr, port, macros):
             return refusal
 
-        def hold(self, verdict):  # type: ignore[no-untyped-def]
+        def hold(self, verdict):
             held.append(verdict)
 
     milter.session = Session()

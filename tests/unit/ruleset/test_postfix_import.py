@@ -38,7 +38,7 @@ def compiled(rule: dict) -> regex.Pattern[str]:
     return regex.compile(rule["regex"][0], regex.V0 | regex.IGNORECASE)
 
 
-def by_line(conv, line: int) -> dict:  # type: ignore[no-untyped-def]
+def by_line(conv, line: int) -> dict:
     (rule,) = [r for r in conv.rules if r["id"].endswith(f"-{line}")]
     return rule
 
@@ -141,7 +141,7 @@ def test_other_delimiters_and_nested_if() -> None:
     assert [s.line for s in conv.skipped] == [7]                  # if without endif
 
 
-def test_cli_writes_a_loadable_rule_file(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_cli_writes_a_loadable_rule_file(tmp_path, capsys) -> None:
     src = tmp_path / "header_checks"
     src.write_text(HEADER_TABLE)
     out = tmp_path / "rules.yaml"
