@@ -30,10 +30,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import regex  # noqa: E402
+import regex
 
-from milterguard.ruleset.budget import ScanBudget  # noqa: E402
-from milterguard.ruleset.matcher import REGEX_TIMEOUT, TargetMatcher  # noqa: E402
+from milterguard.ruleset.budget import ScanBudget
+from milterguard.ruleset.matcher import REGEX_TIMEOUT, TargetMatcher
 
 PATTERN = regex.compile(r"(a|aa)+$", regex.I | regex.V0)
 
