@@ -453,3 +453,26 @@ def milterguard_argv(config: str | None, spec: str, state_dir: str,
     if config:
         argv += ["-c", config]
     return argv + ["--socket", spec, "--state-dir", state_dir]
+
+
+def xclient_transaction(port: int, client: str, sender: str, rcpt: str,
+                        message: bytes) -> tuple[int, str]:
+    """One SMTP transaction to Postfix as ``client`` (XCLIENT; HELO
+    mail.example.org): the first refusal (RCPT or DATA), or DATA's reply."""
+    import smtplib
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        smtp.ehlo("mail.example.org")
+        code, text = smtp.docmd("XCLIENT", f"ADDR={client} NAME=mail.example.org"
+                                           " HELO=mail.example.org")
+        assert code == 220, (code, text)
+        smtp.ehlo("mail.example.org")
+        code, text = smtp.mail(sender)
+        assert code == 250, (code, text)
+        code, text = smtp.rcpt(rcpt)
+        if code != 250:
+            return code, text.decode()
+        try:
+            code, text = smtp.data(message)
+        except smtplib.SMTPDataError as exc:
+            return exc.smtp_code, exc.smtp_error.decode()
+        return code, text.decode()

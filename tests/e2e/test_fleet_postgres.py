@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import smtplib
 import subprocess
 import sys
 import time
 
 from milterguard.store import engines
+from tests.e2e.postfix import milter_params, xclient_transaction
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DELAY = 3
@@ -48,23 +48,7 @@ def config(url: str, host: str) -> str:
 
 
 def smtp(port: int, client: str, sender: str, message: str) -> tuple[int, str]:
-    """One SMTP transaction; the first refusal (RCPT or DATA) or DATA's 250."""
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as conn:
-        conn.ehlo("mail.example.org")
-        code, text = conn.docmd("XCLIENT", f"ADDR={client} NAME=mail.example.org"
-                                           " HELO=mail.example.org")
-        assert code == 220, (code, text)
-        conn.ehlo("mail.example.org")
-        code, text = conn.mail(sender)
-        assert code == 250, (code, text)
-        code, text = conn.rcpt(RCPT)
-        if code != 250:
-            return code, text.decode()
-        try:
-            code, text = conn.data(message.encode())
-        except smtplib.SMTPDataError as exc:
-            return exc.smtp_code, exc.smtp_error.decode()
-        return code, text.decode()
+    return xclient_transaction(port, client, sender, RCPT, message.encode())
 
 
 def cli(*args: str) -> str:
@@ -91,7 +75,6 @@ def wait_rows(url: str, sql: str, count: int, timeout: float = 60.0) -> int:
 
 def test_two_mx_hosts_share_greylist_bans_and_stats(pg_url, postfix_factory,
                                                     milterguard_factory):
-    from tests.e2e.postfix import milter_params
     mx1 = milterguard_factory(config(pg_url, "mx1.example.net"))
     mx2 = milterguard_factory(config(pg_url, "mx2.example.net"))
     pf1 = postfix_factory(milter_params([mx1.postfix_spec]))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import smtplib
 import sys
 import tempfile
 import time
@@ -19,7 +18,7 @@ import time
 import pytest
 
 from tests.e2e.postfix import (MilterProcess, PostfixInstance, free_port, milter_params,
-                               milterguard_argv)
+                               milterguard_argv, xclient_transaction)
 
 DELAY = 3
 SENDER = "news@example.org"
@@ -45,19 +44,7 @@ def write_config(base: str) -> str:
 
 def attempt(port: int) -> tuple[int, str]:
     """One SMTP transaction from 192.0.2.7; the RCPT reply, and 250 if DATA went through."""
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-        smtp.ehlo("mail.example.org")
-        code, text = smtp.docmd("XCLIENT", "ADDR=192.0.2.7 NAME=mail.example.org"
-                                           " HELO=mail.example.org")
-        assert code == 220, (code, text)
-        smtp.ehlo("mail.example.org")
-        code, text = smtp.mail(SENDER)
-        assert code == 250, (code, text)
-        code, text = smtp.rcpt(RCPT)
-        if code != 250:
-            return code, text.decode()
-        code, text = smtp.data(MESSAGE.encode())
-        return code, text.decode()
+    return xclient_transaction(port, "192.0.2.7", SENDER, RCPT, MESSAGE.encode())
 
 
 def greylist_then_accept(postfix: PostfixInstance, refused_code: int) -> None:
