@@ -34,10 +34,10 @@ from typing import Callable
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from milterguard.greylist.triplets import Greylist, GreylistSettings  # noqa: E402
-from milterguard.store.hits import HitStore  # noqa: E402
-from milterguard.verdict import Action, Hit  # noqa: E402
-from tests.pgserver import PostgresServer  # noqa: E402
+from milterguard.greylist.triplets import Greylist, GreylistSettings
+from milterguard.store.hits import HitStore
+from milterguard.verdict import Action, Hit
+from tests.pgserver import PostgresServer
 
 NOW = 1_700_000_000.0
 
