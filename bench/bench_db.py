@@ -34,7 +34,8 @@ from typing import Callable
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from milterguard.greylist.triplets import Greylist, GreylistSettings
+from milterguard.greylist.settings import GreylistSettings
+from milterguard.greylist.triplets import Greylist
 from milterguard.store.hits import HitStore
 from milterguard.verdict import Action, Hit
 from tests.pgserver import PostgresServer

@@ -27,7 +27,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from milterguard.greylist.triplets import Greylist, GreylistSettings, triplet_key
+from milterguard.greylist.settings import GreylistSettings
+from milterguard.greylist.triplet_key import triplet_key
+from milterguard.greylist.triplets import Greylist
 
 NOW = 1_700_000_000.0
 #: Documentation networks only (RFC 5737); the variety is in sender and recipient.

@@ -1,4 +1,4 @@
-"""Triplet greylisting: policy, address normalisation and its SQL store.
+"""Triplet greylisting: the decision and its SQL store.
 
 Spamware rarely retries after a temporary failure; real MTAs do. A triplet
 (client network, normalised sender, recipient) seen for the first time gets
@@ -8,7 +8,8 @@ network that passed ``auto_allowlist_after`` triplets skips greylisting.
 
 Both the milter (session at RCPT, one decision per recipient) and
 ``milterguard policyd`` call ``Greylist.decide``/``check``, so they share one
-store and one set of settings.
+store and one set of settings (``settings.py``; what a triplet is made of
+and its key: ``triplet_key.py``).
 
 Null sender: greylisted like any other sender by default. Bounces come from
 real MTAs, which queue and retry them (RFC 5321 4.5.4.1) so they still arrive
@@ -35,20 +36,20 @@ After a failure the database is left alone for ``retry_after`` seconds.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
-import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from milterguard.clientaddr import IPAddress, IPNetwork, in_networks, network_of, parse_client_ip
+from milterguard.clientaddr import IPAddress, in_networks, parse_client_ip
+from milterguard.greylist.settings import GreylistSettings
+from milterguard.greylist.triplet_key import (client_network, normalize_rcpt, normalize_sender,
+                                              sender_domain, triplet_key)
 from milterguard.store import db, engines
 from milterguard.store.health import DatabaseUnavailable, Deadline, health_of
 from milterguard.verdict import Action, Finding, Reply
-from milterguard.yamlsrc import LDict
 
 log = logging.getLogger("milterguard.greylist")
 
@@ -78,155 +79,6 @@ GREYLIST_SCHEMA = db.Schema.of("greylist", [
         "CREATE INDEX greylist_clients_expires ON greylist_clients (expires)",
     ],
 ])
-
-
-# --------------------------------------------------------------- normalising
-
-# BATV: prvs=TAG=user (and Microsoft's msprvs1=TAG=user); older btv1==TAG==user.
-_BATV = re.compile(r"^(?:ms)?prvs\d*=[^=]+=(.+)$")
-_BTV1 = re.compile(r"^btv1==[^=]+==(.+)$")
-# SRS0=HASH=TT=orig.domain=orig.local ; SRS1=HASH=first.hop==HASH=TT=domain=local
-# ('=' may be '+' or '-' after the SRS0/SRS1 tag, as the SRS paper allows).
-_SRS0 = re.compile(r"^srs0[=+-][^=]*=[^=]*=([^=]+)=(.+)$")
-_SRS1 = re.compile(r"^srs1[=+-][^=]*=[^=]*=[=+-][^=]*=[^=]*=([^=]+)=(.+)$")
-# VERP: the recipient encoded into the local part as "-user=domain".
-_VERP = re.compile(r"^(.+?)[-+][^-+=]*=[^=]*$")
-_DIGITS = re.compile(r"\d+")
-
-
-def _strip_address(addr: str) -> str:
-    addr = addr.strip()
-    if addr.startswith("<") and addr.endswith(">"):
-        addr = addr[1:-1].strip()
-    return addr.lower()
-
-
-def normalize_sender(sender: str) -> str:
-    """The stable part of an envelope sender.
-
-    Tags that change per message or per day are removed so that a retry, or
-    the next mail of the same list, maps to the same triplet: BATV and SRS
-    wrappers, ``+tag`` sub-addresses, VERP-encoded recipients, and digit runs
-    (bounce and message numbers) which become ``#``. ``""`` is the null sender.
-    """
-    addr = _strip_address(sender)
-    if not addr:
-        return ""
-    local, at, domain = addr.rpartition("@")
-    if not at:
-        local, domain = addr, ""
-    domain = domain.rstrip(".")
-    for _ in range(3):  # wrappers may nest (an SRS'd BATV address)
-        match = _SRS1.match(local) or _SRS0.match(local)
-        if match:
-            domain, local = match.group(1).rstrip("."), match.group(2)
-            continue
-        match = _BATV.match(local) or _BTV1.match(local)
-        if match:
-            local = match.group(1)
-            continue
-        break
-    if "+" in local[1:]:
-        local = local[:local.index("+", 1)]
-    match = _VERP.match(local)
-    if match:
-        local = match.group(1)
-    local = _DIGITS.sub("#", local)
-    return f"{local}@{domain}" if domain else local
-
-
-def normalize_rcpt(rcpt: str) -> str:
-    """Recipients are ours and stable: brackets off, lower-cased."""
-    return _strip_address(rcpt)
-
-
-def sender_domain(sender: str) -> str:
-    addr = _strip_address(sender)
-    return addr.rpartition("@")[2].rstrip(".") if "@" in addr else ""
-
-
-def client_network(ip: IPAddress,
-                   ipv4_prefix: int, ipv6_prefix: int) -> str:
-    """The network a client is grouped by, as stored in the triplet."""
-    return str(network_of(ip, ipv4_prefix, ipv6_prefix))
-
-
-def triplet_key(net: str, sender: str, rcpt: str) -> int:
-    """A signed 64-bit hash (fits BIGINT); collisions are negligible at 10^9 rows."""
-    digest = hashlib.blake2b(f"{net}\0{sender}\0{rcpt}".encode("utf-8", "replace"),
-                             digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-# ---------------------------------------------------------------- settings
-
-@dataclass(frozen=True)
-class GreylistSettings:
-    """The ``greylist:`` section, validated."""
-
-    enabled: bool = False
-    delay: float = 300.0
-    retry_window: float = 2 * 86400.0
-    lifetime: float = 35 * 86400.0
-    ipv4_prefix: int = 24
-    ipv6_prefix: int = 64
-    auto_allowlist_after: int = 5       # 0 = never
-    null_sender: str = "greylist"       # or "pass"
-    allow_networks: tuple[IPNetwork, ...] = ()
-    allow_sender_domains: frozenset[str] = frozenset()
-    allow_recipients: frozenset[str] = frozenset()   # "user@dom" or "@dom"
-    cleanup_interval: float = 3600.0
-    policyd_listen: str = "127.0.0.1:60000"
-    on_store_error: str = "pass"        # or "tempfail": the database did not answer
-
-    @property
-    def refresh_interval(self) -> float:
-        """How stale a passed entry's lifetime may get before a lookup writes.
-
-        Refreshing on every use would turn every lookup into a write; an hour
-        (or a tenth of a short lifetime) is precise enough.
-        """
-        return min(3600.0, self.lifetime / 10)
-
-    @classmethod
-    def from_section(cls, section: LDict) -> "GreylistSettings":
-        enabled = section.flag("enabled", False)
-        null_sender = section.get("null_sender", "greylist")
-        if null_sender not in ("greylist", "pass"):
-            raise section.error("must be greylist or pass", "null_sender")
-        on_store_error = section.get("on_store_error", "pass")
-        if on_store_error not in ("pass", "tempfail"):
-            raise section.error("must be pass or tempfail", "on_store_error")
-        listen = section.get("policyd_listen", "127.0.0.1:60000")
-        if not isinstance(listen, str) or ":" not in listen:
-            raise section.error("must be HOST:PORT", "policyd_listen")
-
-        allow = section.get("allow") or LDict()
-        if not isinstance(allow, LDict):
-            raise section.error("must be a mapping", "allow")
-
-        def lowered(key: str) -> list[str]:
-            return [v.strip().lower().rstrip(".") for v in allow.strings(key) if v.strip()]
-
-        settings = cls(
-            enabled=enabled,
-            delay=section.duration("delay", cls.delay),
-            retry_window=section.duration("retry_window", cls.retry_window),
-            lifetime=section.duration("lifetime", cls.lifetime),
-            ipv4_prefix=section.integer("ipv4_prefix", 24, 8, 32),
-            ipv6_prefix=section.integer("ipv6_prefix", 64, 16, 128),
-            auto_allowlist_after=section.integer("auto_allowlist_after", 5, 0, 1_000_000),
-            null_sender=null_sender,
-            allow_networks=tuple(allow.networks("networks")),
-            allow_sender_domains=frozenset(lowered("sender_domains")),
-            allow_recipients=frozenset(r.strip("<>") for r in lowered("recipients")),
-            cleanup_interval=section.duration("cleanup_interval", cls.cleanup_interval),
-            policyd_listen=listen,
-            on_store_error=on_store_error,
-        )
-        if settings.retry_window <= settings.delay:
-            raise section.error("must be longer than delay", "retry_window")
-        return settings
 
 
 # ------------------------------------------------------------------ result

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from milterguard.cli.main import main
-from milterguard.greylist.triplets import Greylist, GreylistSettings
+from milterguard.greylist.settings import GreylistSettings
+from milterguard.greylist.triplets import Greylist
 from milterguard.store import db
 from milterguard.store.bans import BANS_SCHEMA, BanEngine, BanPolicy
 from milterguard.store.hits import HITS_SCHEMA, insert_hits

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from milterguard.greylist.triplets import Greylist, GreylistSettings
+from milterguard.greylist.settings import GreylistSettings
+from milterguard.greylist.triplets import Greylist
 from milterguard.store import db, engines
 from milterguard.store.hits import HITS_SCHEMA, HitStore, count_hits
 from milterguard.verdict import Action, Hit

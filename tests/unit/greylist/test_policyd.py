@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from milterguard.greylist.triplets import Greylist, GreylistSettings
+from milterguard.greylist.settings import GreylistSettings
+from milterguard.greylist.triplets import Greylist
 from milterguard.greylist.policyd import (MAX_LINE, PolicyRequest, PolicyServer, parse_listen,
                                  policy_action, read_request, serve)
 

@@ -8,12 +8,9 @@ import threading
 import pytest
 
 from milterguard.config import load_config
-from milterguard.errors import ConfigError
-from milterguard.clientaddr import parse_client_ip
-from milterguard.greylist.triplets import (Greylist, GreylistSettings, client_network,
-                                           normalize_sender, triplet_key)
+from milterguard.greylist.settings import GreylistSettings
+from milterguard.greylist.triplets import Greylist
 from milterguard.verdict import Action
-from milterguard.yamlsrc import load_yaml_text
 
 SENDER = "news@example.org"
 RCPT = "alice@example.com"
@@ -257,32 +254,6 @@ def test_state_shared_between_instances(database, clock):
         b.close()
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("<News@Example.ORG>", "news@example.org"),
-    ("", ""),
-    ("<>", ""),
-    ("prvs=1234abcdef=user@example.org", "user@example.org"),
-    ("msprvs1=18123abcdeF=bounces-list@example.org", "bounces-list@example.org"),
-    ("btv1==123abcdef==user@example.org", "user@example.org"),
-    ("SRS0=HhSh=TT=example.org=user@forwarder.example", "user@example.org"),
-    ("SRS0+HhSh=TT=example.org=user@forwarder.example", "user@example.org"),
-    ("SRS1=HHH=first.example==HhSh=TT=example.org=user@second.example",
-     "user@example.org"),
-    ("SRS0=HhSh=TT=example.org=prvs=1234abcdef=user@forwarder.example",
-     "user@example.org"),
-    ("user+newsletter@example.org", "user@example.org"),
-    ("+weird@example.org", "+weird@example.org"),
-    ("bounce-123-alice=example.com@lists.example.org", "bounce-#@lists.example.org"),
-    ("list-bounces+alice=example.com@lists.example.org", "list-bounces@lists.example.org"),
-    ("owner-list-alice=example.com@lists.example.org", "owner-list@lists.example.org"),
-    ("msg-20240101-998877@mailer.example.net", "msg-#-#@mailer.example.net"),
-    ("user@Example.ORG.", "user@example.org"),
-    ("localonly", "localonly"),
-])
-def test_normalize_sender(raw, expected):
-    assert normalize_sender(raw) == expected
-
-
 def test_normalised_variants_share_a_triplet(gl, clock):
     """Next month's newsletter with a new bounce id is not greylisted again."""
     gl.decide("192.0.2.10", "bounce-1001-alice=example.com@lists.example.org", RCPT)
@@ -291,38 +262,6 @@ def test_normalised_variants_share_a_triplet(gl, clock):
                      RCPT).outcome == "passed"
     assert gl.decide("192.0.2.10", "prvs=0042abcdef=bounce-3003@lists.example.org",
                      RCPT).outcome == "known"
-
-
-def test_addresses_and_networks():
-    assert client_network(parse_client_ip("192.0.2.77"), 24, 64) == "192.0.2.0/24"
-    assert client_network(parse_client_ip("::ffff:192.0.2.77"), 24, 64) == "192.0.2.0/24"
-    assert client_network(parse_client_ip("IPv6:2001:db8::1"), 24, 64) == "2001:db8::/64"
-    assert client_network(parse_client_ip("192.0.2.77"), 32, 64) == "192.0.2.77/32"
-    assert triplet_key("a", "b", "c") != triplet_key("a", "bc", "")
-    assert -(2 ** 63) <= triplet_key("192.0.2.0/24", SENDER, RCPT) < 2 ** 63
-
-
-def test_settings_from_shipped_config(tmp_path):
-    s = GreylistSettings.from_section(load_config(None, str(tmp_path)).section("greylist"))
-    assert s.enabled is False  # opt-in on a first install
-    assert (s.delay, s.retry_window, s.lifetime) == (300, 2 * 86400, 35 * 86400)
-    assert (s.ipv4_prefix, s.ipv6_prefix, s.auto_allowlist_after) == (24, 64, 5)
-
-
-def test_config_errors_name_file_and_line():
-    section = load_yaml_text("greylist:\n  delay: soon\n", "site.yaml")["greylist"]
-    with pytest.raises(ConfigError) as info:
-        GreylistSettings.from_section(section)
-    assert "site.yaml:2" in str(info.value) and "delay" in str(info.value)
-    section = load_yaml_text("greylist:\n  allow:\n    networks: [banana]\n",
-                             "site.yaml")["greylist"]
-    with pytest.raises(ConfigError) as info:
-        GreylistSettings.from_section(section)
-    assert "site.yaml:3" in str(info.value)
-    section = load_yaml_text("greylist:\n  delay: 1h\n  retry_window: 30m\n",
-                             "site.yaml")["greylist"]
-    with pytest.raises(ConfigError, match="retry_window"):
-        GreylistSettings.from_section(section)
 
 
 def test_from_config_uses_project_database(tmp_path, clock):

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from milterguard.greylist.triplets import Greylist, GreylistSettings
+from milterguard.greylist.settings import GreylistSettings
+from milterguard.greylist.triplets import Greylist
 from milterguard.report import metrics as mmod
 from milterguard.errors import MilterguardError
 from milterguard.store.bans import BANS_SCHEMA
