@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from milterguard.cli.explain import explain_message, format_text
+from milterguard.cli.main import main as cli_main
 from milterguard.config import load_config
 from milterguard.milter.engine import Policy
 
@@ -133,26 +132,24 @@ def test_long_texts_are_shortened(policy):
     assert "verdict: reject at eom" in text
 
 
-def test_cli_text_and_json(policy, tmp_path):
+def test_cli_text_and_json(policy, tmp_path, capsys):
     path = tmp_path / "m.eml"
     path.write_bytes(MESSAGE)
     # Its own state directory: never the machine's /var/lib/milterguard.
-    base = [sys.executable, "-m", "milterguard", "explain", str(path), "-c", policy[1],
-            "--state-dir", str(tmp_path / "state")]
-    res = subprocess.run(base, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
-    assert "matched 'wire the funds' in:" in res.stdout
-    assert "score: 10 (tag at 5, reject at 10) -> reject" in res.stdout
-    res = subprocess.run(base + ["--json"], capture_output=True, text=True, timeout=60)
-    data = json.loads(res.stdout)
+    base = ["explain", str(path), "-c", policy[1], "--state-dir", str(tmp_path / "state")]
+    status = cli_main(base)
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "matched 'wire the funds' in:" in out
+    assert "score: 10 (tag at 5, reject at 10) -> reject" in out
+    assert cli_main(base + ["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
     assert data["verdict"]["action"] == "reject" and data["file"] == str(path)
 
 
-def test_cli_reports_broken_rules(policy, tmp_path):
+def test_cli_reports_broken_rules(policy, tmp_path, capsys):
     (tmp_path / "rules.d" / "bad.yaml").write_text("rules:\n  - {id: x, target: nowhere, phrases: [a]}\n")
     path = tmp_path / "m.eml"
     path.write_bytes(MESSAGE)
-    res = subprocess.run([sys.executable, "-m", "milterguard", "explain", str(path), "-c", policy[1],
-                          "--state-dir", str(tmp_path / "state")],
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 1 and "bad.yaml:2" in res.stderr
+    status = cli_main(["explain", str(path), "-c", policy[1], "--state-dir", str(tmp_path / "state")])
+    assert status == 1 and "bad.yaml:2" in capsys.readouterr().err

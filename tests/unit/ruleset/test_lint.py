@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
-import sys
 import textwrap
 
 import pytest
 import regex
 
+from milterguard.cli.main import main as cli_main
 from milterguard.ruleset.lint import lint, phrase_contains
 from milterguard.ruleset.regexrisk import adversarial_texts, backtracking_risks, slow_on
 from milterguard.ruleset.rules import Rule, load_ruleset
@@ -198,10 +200,13 @@ def test_shipped_rules_have_no_lint_errors():
 
 
 def _check(tmp_path, *extra):
+    """`milterguard check` in process: (exit status, stdout, stderr)."""
     cfg = tmp_path / "mg.yaml"
     cfg.write_text(f"rules:\n  shipped: false\n  site: [{tmp_path / 'rules.d'}]\n")
-    return subprocess.run([sys.executable, "-m", "milterguard", "check", "-c", str(cfg), *extra],
-                          capture_output=True, text=True, timeout=60)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli_main(["check", "-c", str(cfg), *extra])
+    return subprocess.CompletedProcess(["check"], status, out.getvalue(), err.getvalue())
 
 
 def test_check_prints_lint_findings_and_exit_codes(tmp_path):
