@@ -124,8 +124,8 @@ class Classifier:
         if not settings.bands:
             return []
         score = self.score(settings, views)
-        if score is None:
-            return []
+        if score is None or not score.clues:
+            return []   # not ready, or no token it knows: no evidence either way
         self.autolearn(settings, views, score.probability)
         band = settings.band(score.probability)
         if band is None:

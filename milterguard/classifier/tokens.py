@@ -27,9 +27,11 @@ MAX_TOKEN = 60
 #: Characters of body text tokenized (the start of a message says most).
 MAX_TEXT_CHARS = 100_000
 
-_WORDS = re.compile(r"\S+")
-_STRIP = ".,;:!?\"'()[]{}<>*_=|`~-"
+#: A run of non-space, without the punctuation at either end ("(word)," -> word).
+_EDGE = r"""[^\s.,;:!?"'()\[\]{}<>*_=|`~-]"""
+_WORDS = re.compile(f"{_EDGE}(?:\\S*{_EDGE})?")
 _DIGITS = re.compile(r"\d+")
+_UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _ADDR = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
 
@@ -41,18 +43,20 @@ _SKIP_NAMES = ("x-milterguard", "x-spam-flag", "x-spam-score", "x-spam-status")
 
 
 def _words(text: str, prefix: str, out: set[str]) -> None:
-    for raw in _WORDS.findall(text):
-        word = raw.strip(_STRIP).lower()
+    # One lower() and one findall over the whole text, the punctuation at
+    # either end of a word left out by the pattern: a Python step per word
+    # less (this is most of the classifier's cost per message).
+    words = _WORDS.findall(text.lower())
+    if prefix:
+        out.update([prefix + w for w in words if MIN_WORD <= len(w) <= MAX_WORD])
+    else:
+        out.update([w for w in words if MIN_WORD <= len(w) <= MAX_WORD])
+    for word in words:
         n = len(word)
-        if n < MIN_WORD:
-            continue
-        if n <= MAX_WORD:
-            out.add(prefix + word)
-        elif "@" in word or "://" in word or word.startswith("www."):
-            continue     # addresses and links have their own tokens
-        else:
+        if n > MAX_WORD and not ("@" in word or "://" in word or word.startswith("www.")):
             # SpamBayes' trick: a long run (base64 noise, a hash) says
-            # something by its first letter and rough length only.
+            # something by its first letter and rough length only. Addresses
+            # and links have their own tokens.
             out.add(f"{prefix}skip:{word[0]}{n // 10 * 10}")
 
 
@@ -113,23 +117,25 @@ def header_tokens(views: MessageViews, out: set[str]) -> None:
             out.add("from-tail:" + _domain_tail(domain))
         name = low.split("<", 1)[0] if "<" in low else ""
         _words(name, "from-name:", out)
-    for value in views.texts("header:message-id")[:1]:
-        value = value.strip().strip("<>")
+    for value in views.texts("header:message-id:raw")[:1]:
+        value = _UNFOLD.sub("", value).strip().strip("<>")
         left, _, right = value.rpartition("@")
         out.add("mid-shape:" + _shape(left)[:MAX_TOKEN])
         out.add("mid-host:" + _domain_tail(right.lower())[:MAX_TOKEN])
-    to_values = views.texts("header:to")
+    to_values = views.texts("header:to:raw")
     out.add("to-count:" + _count_bucket(sum(v.count("@") for v in to_values)))
-    for value in views.texts("header:content-type")[:1]:
+    for value in views.texts("header:content-type:raw")[:1]:
         low = value.lower()
         out.add("ct:" + low.split(";", 1)[0].strip()[:MAX_TOKEN])
         match = re.search(r'charset\s*=\s*"?([\w.:-]+)', low)
         if match:
             out.add("charset:" + match.group(1)[:MAX_TOKEN])
     for lname in _WHOLE_VALUE:
-        for value in views.texts("header:" + lname)[:1]:
+        # Raw values: these fields are ASCII, and decoding costs more than
+        # the rest of the header tokens together.
+        for value in views.texts("header:" + lname + ":raw")[:1]:
             out.add(f"{lname}:" + _shape(" ".join(value.lower().split()))[:MAX_TOKEN])
-    for value in views.texts("header:date")[:1]:
+    for value in views.texts("header:date:raw")[:1]:
         zone = value.strip().rsplit(" ", 1)[-1]
         out.add("date-zone:" + (zone if len(zone) <= 6 else "long"))
 

@@ -260,3 +260,18 @@ def test_autolearn_writes_confident_verdicts_when_enabled(tmp_path):
     counts, _ = load_counts(conn)
     conn.close()
     assert counts.spam == 31
+
+
+def test_a_message_without_known_clues_gets_no_band(tmp_path):
+    # p = 0.5 from no evidence at all is no reason to add a band's score.
+    engine = learned_engine(tmp_path, "[{id: b-half, min: 0.5, score: 2}]")
+    raw = (b"From: someone@example.invalid\r\nTo: user@example.com\r\nSubject: zzyzx qwvbn\r\n"
+           b"Message-ID: <n.1@example.com>\r\nDate: Mon, 2 Mar 2026 10:00:00 +0000\r\n\r\n"
+           b"plover xyzzy frobnicate\r\n")
+    score = engine.classifier.score(engine.policy.classifier, MessageViews(
+        parse_message(raw).milter_headers(), parse_message(raw).body, 1 << 20))
+    assert score.probability == 0.5 and score.clues == []
+    result, session = run_message(engine, raw)
+    assert session.msg.findings == [] and session.msg.score == 0.0
+    result, session = run_message(engine, make_message("spam", 901))
+    assert [f.rule_id for _, f in session.msg.findings] == ["b-half"]
