@@ -6,7 +6,8 @@
 
 Three figures per folder: the rules alone, the classifier alone and both
 together. The classifier is evaluated by K-fold cross-validation (default
-5): the labelled messages are split into K folds by a digest of their
+10, so each model learns 90% of the corpus, as a site's classifier learns
+all of its mail): the labelled messages are split into K folds by a digest of their
 content; for each fold a daemon is started whose database learned the other
 folds only (as `milterguard learn` would), and that fold is replayed
 through it. No message is ever scored by a classifier that learned it.
@@ -295,8 +296,8 @@ def main() -> int:
     parser.add_argument("--config", metavar="FILE", help="config for the started daemons")
     parser.add_argument("--jobs", type=int, default=2, help="connections at a time (default 2)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per message")
-    parser.add_argument("--folds", type=int, default=5,
-                        help="cross-validation folds (default 5; 0 = rules only)")
+    parser.add_argument("--folds", type=int, default=10,
+                        help="cross-validation folds (default 10; 0 = rules only)")
     parser.add_argument("--exclude", action="append", default=[], metavar="NAME",
                         help="leave out this folder of the corpus (repeatable)")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")

@@ -114,3 +114,6 @@ class Finding:
     detail: str = ""
     observe: bool = False
     helper: bool = False   # only compound rules see it: never logged or recorded
+    #: A positive score that may tag but never push a message to the reject
+    #: score (the classifier's bands: suspicion, not proof).
+    tag_only: bool = False

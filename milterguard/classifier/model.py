@@ -71,7 +71,7 @@ class Tuning:
 
     unknown_strength: float = 0.45
     unknown_prob: float = 0.5
-    min_strength: float = 0.3
+    min_strength: float = 0.25
     max_tokens: int = 150
 
 

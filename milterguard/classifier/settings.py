@@ -2,7 +2,10 @@
 
 A score band maps a range of the spam probability to what a rule would
 do: an id (logged, recorded, counted in stats like a rule id), a category,
-and an action or a score that adds to the rules' scores. The defaults:
+and an action or a score that adds to the rules' scores. A band's positive
+score can lift a message to the tag score, never to the reject score: an
+unsure classifier tags, and only the certain band (an explicit
+``action: reject``) rejects on the classifier's word. The defaults:
 certain spam rejects, likely spam scores the tag threshold, certain ham
 subtracts (so one weak rule does not tag a message the site's own mail
 says is ham). Part of the Policy snapshot: a config edit re-reads it.
@@ -39,7 +42,7 @@ class Band:
         action = Action.CONTINUE if self.action == "score" else Action(self.action)
         return Finding(rule_id=self.id, category=self.category, action=action,
                        reply=self.reply, score=self.score if self.action == "score" else 0.0,
-                       detail=detail, observe=self.observe)
+                       detail=detail, observe=self.observe, tag_only=True)
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class ClassifierSettings:
         min_spam = guard(section.number, "min_spam", 200, 0, 1e9, "messages")
         min_ham = guard(section.number, "min_ham", 200, 0, 1e9, "messages")
         strength = guard(section.number, "unknown_strength", 0.45, 0.01, 100)
-        min_strength = guard(section.number, "min_strength", 0.3, 0.0, 0.5)
+        min_strength = guard(section.number, "min_strength", 0.25, 0.0, 0.5)
         max_tokens = guard(section.number, "max_tokens", 150, 1, 10000, "tokens")
         refresh = guard(section.number, "refresh_interval", 5.0, 0.1, 86400, "seconds")
         auto = section.get("autolearn") or LDict()

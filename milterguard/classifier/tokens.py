@@ -31,6 +31,7 @@ MAX_TEXT_CHARS = 100_000
 _EDGE = r"""[^\s.,;:!?"'()\[\]{}<>*_=|`~-]"""
 _WORDS = re.compile(f"{_EDGE}(?:\\S*{_EDGE})?")
 _DIGITS = re.compile(r"\d+")
+_NUMBER = re.compile(r"\$?\d[\d,.]*")
 _UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _ADDR = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
@@ -84,10 +85,15 @@ def _count_bucket(n: int) -> str:
 def header_tokens(views: MessageViews, out: set[str]) -> None:
     """Header names present, a few fields by word, value or shape."""
     names = set()
-    for name, _ in views.headers:
+    for name, value in views.headers:
         lname = name.lower()
-        if lname not in _SKIP_NAMES and not lname.startswith("x-replay-"):
-            names.add(lname)
+        if lname in _SKIP_NAMES or lname.startswith("x-replay-"):
+            continue
+        names.add(lname)
+        if lname.startswith("x-") and lname not in _WHOLE_VALUE:
+            # Extension fields by the shape of their value: a bulk mailer's
+            # campaign ids, a list server's sequence numbers.
+            out.add(f"xv:{lname}:" + _shape(" ".join(value.lower().split()))[:30])
     for lname in names:
         out.add("h:" + lname[:MAX_TOKEN])
     for must in ("date", "message-id", "from", "to", "subject", "mime-version"):
@@ -122,6 +128,12 @@ def header_tokens(views: MessageViews, out: set[str]) -> None:
         left, _, right = value.rpartition("@")
         out.add("mid-shape:" + _shape(left)[:MAX_TOKEN])
         out.add("mid-host:" + _domain_tail(right.lower())[:MAX_TOKEN])
+    reply_to = views.texts("header:reply-to")
+    if reply_to:
+        mine = _ADDR.search(reply_to[0].lower())
+        sender = _ADDR.search((views.texts("header:from") or [""])[0].lower())
+        out.add("reply-to:" + ("same-domain" if mine and sender and mine.group(1) == sender.group(1)
+                               else "other"))
     to_values = views.texts("header:to:raw")
     out.add("to-count:" + _count_bucket(sum(v.count("@") for v in to_values)))
     for value in views.texts("header:content-type:raw")[:1]:
@@ -147,6 +159,11 @@ def body_tokens(views: MessageViews, out: set[str]) -> None:
         if budget <= 0:
             break
         _words(text[:budget], "", out)
+        # Numbers by length (and a currency sign): "$5,000,000" and
+        # "$1,250,000" say the same thing to a filter.
+        for number in _NUMBER.findall(text[:budget]):
+            digits = sum(c.isdigit() for c in number)
+            out.add(f"num:{'$' if number[0] == '$' else ''}{digits}")
         budget -= len(text)
     hosts = views.texts("url-hosts")
     for host in hosts:

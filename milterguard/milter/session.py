@@ -235,9 +235,10 @@ class Session:
         result = EomResult(verdict)
         enforced = [f for _, f in msg.findings if not f.observe]
         score = sum(f.score for f in enforced)
+        reject_points = sum(f.score for f in enforced if not f.tag_only or f.score < 0)
         msg.score = score
         if not verdict.final:
-            if score >= policy.reject_score:
+            if reject_points >= policy.reject_score:
                 reply = policy.reject_reply
                 if policy.reply_rule_ids:
                     ids = ",".join(dict.fromkeys(f.rule_id for f in enforced if f.score))

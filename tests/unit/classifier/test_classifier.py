@@ -161,9 +161,9 @@ def test_band_errors_name_file_line_and_field(tmp_path):
     assert "mg.yaml:5" in text and "action" in text
 
 
-def learned_engine(tmp_path, bands: str, min_count: int = 20) -> Engine:
+def learned_engine(tmp_path, bands: str, min_count: int = 20, site: str = "[]") -> Engine:
     config = config_with(tmp_path, f"""\
-        rules: {{shipped: false, site: []}}
+        rules: {{shipped: false, site: {site}}}
         allowlist: {{networks: []}}
         classifier:
           min_spam: {min_count}
@@ -275,3 +275,13 @@ def test_a_message_without_known_clues_gets_no_band(tmp_path):
     assert session.msg.findings == [] and session.msg.score == 0.0
     result, session = run_message(engine, make_message("spam", 901))
     assert [f.rule_id for _, f in session.msg.findings] == ["b-half"]
+
+
+def test_band_scores_tag_but_never_reach_the_reject_score(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {id: r-six, target: body, phrases: [the], action: score, score: 6}\n")
+    engine = learned_engine(tmp_path, "[{id: b-likely, min: 0.8, score: 5}]", site=f"[{rules}]")
+    result, session = run_message(engine, make_message("spam", 902))
+    assert session.msg.score == 11.0                       # 6 + 5, shown as is ...
+    assert result.verdict.action == Action.TAG             # ... but only 6 count to reject
+    assert ("X-Spam-Score", "11.0") in result.add_headers
