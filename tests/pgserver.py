@@ -45,7 +45,10 @@ def _free_port() -> int:
 class PostgresServer:
     """One cluster: ``start()``, ``create_database()``, ``stop()``, ``remove()``."""
 
-    def __init__(self, base_dir: str | None = None) -> None:
+    def __init__(self, base_dir: str | None = None, password: str | None = None) -> None:
+        #: With a password the cluster asks for it (scram-sha-256) on every
+        #: connection instead of trusting local users.
+        self.password = password
         self.bindir = _bindir()
         self.base = base_dir or tempfile.mkdtemp(prefix="mg-pg-")
         self.data = os.path.join(self.base, "data")
@@ -60,8 +63,11 @@ class PostgresServer:
     def _run(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
         if self._as_postgres:
             argv = ["runuser", "-u", "postgres", "--", *argv]
+        env = dict(os.environ)
+        if self.password:
+            env["PGPASSWORD"] = self.password
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=120)
+                              text=True, timeout=120, env=env)
         if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}"
                                + self.log_tail())
@@ -80,7 +86,16 @@ class PostgresServer:
             pw = pwd.getpwnam("postgres")
             os.chown(self.base, pw.pw_uid, pw.pw_gid)
         os.chmod(self.base, 0o755)
-        self._run([os.path.join(self.bindir, "initdb"), "-D", self.data, "-A", "trust",
+        auth = ["-A", "trust"]
+        if self.password:
+            pwfile = os.path.join(self.base, "initdb.pw")
+            with open(pwfile, "w", encoding="utf-8") as fh:
+                fh.write(self.password + "\n")
+            if self._as_postgres:
+                pw = pwd.getpwnam("postgres")
+                os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        self._run([os.path.join(self.bindir, "initdb"), "-D", self.data, *auth,
                    "-U", "postgres", "-E", "UTF8", "--locale=C", "-N"])
         return self
 

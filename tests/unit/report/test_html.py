@@ -16,8 +16,8 @@ NOW = 1_800_000_000.0
 EVIL = "<script>alert(1)</script>"
 
 
-def _fill(state: str) -> None:
-    c = db.open_database(os.path.join(state, "milterguard.db"), [HITS_SCHEMA, BANS_SCHEMA])
+def _fill(database: str) -> None:
+    c = db.open_database(database, [HITS_SCHEMA, BANS_SCHEMA])
     insert_hits(c, [
         Hit(rule_id="helo:non-fqdn", category="bad-helo", stage="helo", action=Action.REJECT,
             client_addr="192.0.2.66", helo=EVIL, sender='"><img src=x>@example.com',
@@ -31,12 +31,13 @@ def _fill(state: str) -> None:
     c.close()
 
 
-def test_report_page(tmp_path, monkeypatch, capsys):
+def test_report_page(tmp_path, monkeypatch, capsys, database):
+    """The same page from a SQLite file and from PostgreSQL (``database``)."""
     state = str(tmp_path / "state")
     os.makedirs(state)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("rules: {site: []}\n")
-    _fill(state)
+    cfg.write_text(f'rules: {{site: []}}\ndatabase: "{database}"\n')
+    _fill(database)
     out = str(tmp_path / "r.html")
     monkeypatch.setattr(cmd_report, "clock", lambda: NOW)
     assert cli.main(["report", "--html", out, "-c", str(cfg), "--state-dir", state,
