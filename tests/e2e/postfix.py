@@ -74,12 +74,15 @@ def wait_for_socket(spec: str, timeout: float = 15.0,
 
 
 def milter_socket_spec(kind: str, directory: str, name: str = "milter") -> str:
-    """A libmilter socket spec: ``unix`` in ``directory``, or ``inet`` on a free port."""
+    """A socket spec: ``unix`` in ``directory``, or ``inet`` on a free port;
+    ``postfix-inet`` is the same TCP socket written as main.cf writes it."""
     if kind == "unix":
         return f"unix:{os.path.join(directory, name + '.sock')}"
     if kind == "inet":
         return f"inet:{free_port()}@127.0.0.1"
-    raise ValueError(f"socket kind must be unix or inet, not {kind!r}")
+    if kind == "postfix-inet":
+        return f"inet:127.0.0.1:{free_port()}"
+    raise ValueError(f"socket kind must be unix, inet or postfix-inet, not {kind!r}")
 
 
 class PostfixInstance:

@@ -171,7 +171,22 @@ def test_milterguard_through_real_postfix(kind, site_config, milterguard_factory
     assert postfix.count_discarded() == 1
 
 
-@pytest.mark.parametrize("kind", ["unix", "inet"])
+def test_socket_written_as_in_main_cf(site_config, milterguard_factory,
+                                      postfix_factory) -> None:
+    """`run --socket` takes the smtpd_milters value as it is (Postfix's
+    inet:HOST:PORT) and hands libmilter its own syntax."""
+    daemon = milterguard_factory(site_config, kind="postfix-inet")
+    assert daemon.spec.startswith("inet:127.0.0.1:")
+    postfix = postfix_factory({"smtpd_milters": daemon.spec, "milter_default_action": "tempfail",
+                               "milter_protocol": "6"})
+    code, text = send(postfix.port, "Minutes of the planning meeting", "Notes attached.")
+    assert code == 250, text + f"\n--- daemon:\n{daemon.log_text()[-2000:]}"
+    assert "action=accept" in one_log_line(daemon, queue_id_from_reply(text))
+    port = daemon.spec.rsplit(":", 1)[1]
+    assert daemon.log_lines(f"event=start socket=inet:{port}@127.0.0.1 ")
+
+
+@pytest.mark.parametrize("kind", ["unix", "inet", "postfix-inet"])
 def test_no_reply_stages_only_on_unix_sockets(kind, site_config,
                                               milterguard_factory) -> None:
     """DATA, header and body (and connect and HELO, whose rejects wait for
