@@ -1,5 +1,6 @@
 """Read the mail log incrementally and record what Postfix (or the kernel
-firewall) refused on its own, as hits.
+firewall) refused on its own, as hits. (The same messages from the systemd
+journal: journalscan.py.)
 
 Postfix's own restrictions and postscreen turn many attackers away before
 the milter sees them; their evidence is only in the log. The scanner keeps
@@ -61,6 +62,16 @@ LOGSCAN_SCHEMA = db.Schema.of("logscan", [
         "INSERT INTO logscan_positions (host, path, inode, file_offset, updated, head)"
         " SELECT '', path, inode, file_offset, updated, head FROM logscan_state",
         "DROP TABLE logscan_state",
+    ],
+    [
+        # The systemd journal's position per host and journal source
+        # (journalscan.py): each MX host reads its own journal.
+        "CREATE TABLE logscan_journal ("
+        " host VARCHAR(255) NOT NULL,"
+        " source VARCHAR(1024) NOT NULL,"
+        " journal_cursor VARCHAR(1024) NOT NULL,"
+        " updated REAL NOT NULL,"
+        " PRIMARY KEY (host, source))",
     ],
 ])
 
@@ -150,8 +161,15 @@ def parse_line(line: str, now: float | None = None) -> Hit | None:
     m = _SYSLOG.match(line) or _ISO.match(line)
     if not m:
         return None
-    prog, msg = m.group("prog"), m.group("msg")
-    ts = _parse_time(m, now)
+    return parse_message(m.group("prog"), m.group("msg"), _parse_time(m, now))
+
+
+def parse_message(prog: str, msg: str, ts: float) -> Hit | None:
+    """One message of program ``prog`` (``postfix/smtpd``, ``kernel``) -> a Hit.
+
+    The part shared by log files and the journal, which carries program,
+    message and time as separate fields.
+    """
     if prog == "kernel":
         return _kernel_hit(msg, ts)
     if not prog.startswith("postfix"):
