@@ -22,10 +22,14 @@ Start the milter daemon. It listens on SPEC (libmilter syntax):
   inet6:PORT@HOST           TCP on an IPv6 address
 Postfix's way of writing the same socket (inet:127.0.0.1:8894,
 inet:[::1]:8894) is accepted too.
-Without -c it runs on the built-in defaults and the shipped rule set; state
-(the SQLite database, the default socket) goes to --state-dir, created if
-missing. Rule files and the config are re-read when they change; a broken
-edit is logged and the working rules stay. Stop it with SIGTERM.
+Without --socket it listens where the config says, by default on
+unix:/var/spool/postfix/milterguard/milterguard.sock, below Postfix's queue
+directory so that a chrooted smtpd reaches it (main.cf: smtpd_milters =
+unix:milterguard/milterguard.sock). Without -c it runs on the built-in
+defaults and the shipped rule set; state (the SQLite database) goes to
+--state-dir, created if missing. Rule files and the config are re-read
+when they change; a broken edit is logged and the working rules stay.
+Stop it with SIGTERM.
 """
 
 
@@ -51,12 +55,17 @@ def _listen_spec(option: str | None, config: Config) -> SocketSpec:
 
 
 def _prepare_socket(listen: SocketSpec) -> None:
-    """Remove a stale unix socket left by a crash; libmilter would refuse to bind."""
+    """Create a unix socket's directory; remove a stale socket left by a
+    crash (libmilter would refuse to bind)."""
     if listen.is_unix:
         path = listen.path
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        if os.path.exists(path):
-            os.unlink(path)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)
+        except OSError as exc:
+            raise MilterguardError(f"socket {path}: {exc.strerror} ({exc.filename}); "
+                                   "choose another with --socket or socket: in the config") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -76,7 +76,9 @@ def postfix(postfix_factory: Callable[..., PostfixInstance]) -> PostfixInstance:
 
 @pytest.fixture
 def milterguard_factory(e2e_dir: str) -> Iterator[Callable[..., MilterguardDaemon]]:
-    """``start(config_text=None, kind="unix", config_path=None)`` runs the daemon.
+    """``start(config_text=None, kind="unix", config_path=None, spec=None)`` runs the daemon.
+
+    ``spec`` puts the socket somewhere else than the test's directory.
 
     ``config_text`` is YAML written to a file in the test's directory; ``config_path`` names an existing file. The
     daemon's stderr is kept in ``daemon.log_path``.
@@ -84,14 +86,14 @@ def milterguard_factory(e2e_dir: str) -> Iterator[Callable[..., MilterguardDaemo
     started: list[MilterguardDaemon] = []
 
     def start(config_text: str | None = None, kind: str = "unix",
-              config_path: str | None = None) -> MilterguardDaemon:
+              config_path: str | None = None, spec: str | None = None) -> MilterguardDaemon:
         n = len(started)
         if config_text is not None:
             config_path = os.path.join(e2e_dir, f"milterguard{n}.yaml")
             with open(config_path, "w", encoding="utf-8") as fh:
                 fh.write(config_text)
         state_dir = os.path.join(e2e_dir, f"state{n}")
-        daemon = MilterguardDaemon(config_path, milter_socket_spec(kind, e2e_dir, f"mg{n}"),
+        daemon = MilterguardDaemon(config_path, spec or milter_socket_spec(kind, e2e_dir, f"mg{n}"),
                                    state_dir, os.path.join(e2e_dir, f"milterguard{n}.log"))
         started.append(daemon)
         return daemon.start(timeout=30)

@@ -11,8 +11,10 @@ Why each setting is there (each one cost time to find out):
 - ``maillog_file`` + ``maillog_file_prefixes``: there is no syslog here, and a
   log path outside the allowed prefixes makes ``postfix start`` fail with the
   reason shown only on a terminal.
-- chroot off for every service: a chroot would need a copy of /etc files and
-  the milter's unix socket inside the queue directory.
+- chroot off for every service, unless ``chroot_smtpd``: then the SMTP
+  listener runs chrooted in the queue directory as Debian's master.cf has
+  it, with the /etc files Debian's postfix start copies there, and a milter
+  unix socket must live below the queue directory.
 
 Plain Python (no pytest) so benchmarks can use it too.
 """
@@ -94,9 +96,14 @@ class PostfixInstance:
     temporary directory, removed by ``cleanup()``.
     """
 
+    #: What Debian's postfix start (configure-instance.sh) copies into the
+    #: chroot: name resolution and time zone for chrooted daemons.
+    CHROOT_FILES = ("etc/localtime", "etc/services", "etc/resolv.conf", "etc/hosts",
+                    "etc/host.conf", "etc/nsswitch.conf")
+
     def __init__(self, params: dict[str, str] | None = None,
                  base_dir: str | None = None, port: int | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", chroot_smtpd: bool = False) -> None:
         self._own_base = base_dir is None
         self.base_dir = os.path.abspath(base_dir or tempfile.mkdtemp(prefix="mg-postfix-"))
         # smtpd and friends run as the postfix user and must reach the log
@@ -110,6 +117,7 @@ class PostfixInstance:
         self.host = host
         self.port = port or free_port(host)
         self.params = dict(params or {})
+        self.chroot_smtpd = chroot_smtpd
         self.running = False
         self._configured = False
 
@@ -180,6 +188,12 @@ class PostfixInstance:
         self._postconf("-F", "*/*/chroot = n")
         for path in (self.queue_dir, self.data_dir):
             os.makedirs(path, exist_ok=True)
+        if self.chroot_smtpd:
+            self._postconf("-F", f"{self.host}:{self.port}/inet/chroot = y")
+            for rel in self.CHROOT_FILES:
+                if os.path.exists("/" + rel):
+                    os.makedirs(os.path.join(self.queue_dir, os.path.dirname(rel)), exist_ok=True)
+                    shutil.copyfile("/" + rel, os.path.join(self.queue_dir, rel))
         shutil.chown(self.data_dir, "postfix")
         self._configured = True
 
