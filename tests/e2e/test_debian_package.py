@@ -1,0 +1,195 @@
+"""The Debian package: built from the tree, lintian clean of errors, and
+working when installed into a throw-away Debian 12 root.
+
+The root is made by mmdebstrap from Debian's packages (the machine's apt
+sources) with the package's dependencies already in it, and cached as a
+tarball under /var/cache/milterguard-tests (keyed by what it holds), so
+only the first run pays the minute it takes. Each test run unpacks a fresh
+copy, installs the .deb with dpkg, runs `milterguard check`, starts the
+installed daemon as the milterguard user on its default socket (inside
+Postfix's chroot directory) and replays samples/ through it with the
+installed `milterguard replay`, which must match samples/expected.yaml.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Iterator
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from postfix import MilterProcess  # noqa: E402
+
+CACHE_DIR = "/var/cache/milterguard-tests"
+SUITE = "bookworm"
+APT_SOURCES = "/etc/apt/sources.list.d/debian.sources"
+#: The package's Depends (debian/control), so dpkg -i needs no network.
+ROOT_PACKAGES = ("python3", "python3-milter", "python3-regex", "python3-yaml",
+                 "python3-dnspython", "python3-prometheus-client", "adduser")
+#: A Debian build runs with Debian's python3, whatever a developer's PATH says.
+BUILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+SOCKET = "/var/spool/postfix/milterguard/milterguard.sock"
+
+#: The first run makes the root (about a minute on an idle machine, more
+#: under load) and builds the package; later runs unpack the cached root.
+pytestmark = pytest.mark.timeout(1800)
+
+
+def run(argv: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, **kw)
+
+
+def _apt_sources() -> str:
+    """The Debian part of this machine's apt sources (deb822 or one-line)."""
+    for path in (APT_SOURCES, "/etc/apt/sources.list"):
+        if os.path.exists(path) and os.path.getsize(path):
+            return path
+    pytest.fail("no Debian apt sources on this machine for mmdebstrap")
+
+
+def cached_root_tarball() -> str:
+    """A Debian 12 root with ROOT_PACKAGES, made once and kept in CACHE_DIR."""
+    sources = _apt_sources()
+    with open(sources, "rb") as fh:
+        key = hashlib.sha256(SUITE.encode() + b"\0" + " ".join(ROOT_PACKAGES).encode()
+                             + b"\0" + fh.read()).hexdigest()[:16]
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    tarball = os.path.join(CACHE_DIR, f"{SUITE}-root-{key}.tar")
+    # One maker at a time: a second test run waits for the first's tarball.
+    with open(os.path.join(CACHE_DIR, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isfile(tarball):
+            partial = tarball + ".partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            made = run(["mmdebstrap", "--variant=minbase", "--format=tar",
+                        "--include=" + ",".join(ROOT_PACKAGES), SUITE, partial, sources],
+                       timeout=1200)
+            assert made.returncode == 0, made.stderr[-3000:]
+            os.replace(partial, tarball)
+    return tarball
+
+
+def copy_tree(dest: str) -> None:
+    """The files git tracks or would track, as they are now, symlinks kept."""
+    listed = run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others",
+                  "--exclude-standard"]).stdout.split("\0")
+    for rel in filter(None, listed):
+        src, dst = os.path.join(REPO, rel), os.path.join(dest, rel)
+        if not os.path.lexists(src):
+            continue
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), dst)
+        else:
+            shutil.copy2(src, dst)
+
+
+@pytest.fixture(scope="module")
+def deb() -> Iterator[str]:
+    """The .deb, built with dpkg-buildpackage from a copy of the tree."""
+    for tool in ("dpkg-buildpackage", "dh", "lintian", "mmdebstrap"):
+        if not shutil.which(tool, path=BUILD_PATH):
+            pytest.fail(f"{tool} missing: run scripts/install-deps.sh test")
+    base = tempfile.mkdtemp(prefix="mg-deb-")
+    try:
+        src = os.path.join(base, "src")
+        copy_tree(src)
+        built = run(["dpkg-buildpackage", "-b", "-us", "-uc"], cwd=src,
+                    env=dict(os.environ, PATH=BUILD_PATH))
+        assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-2000:]
+        debs = glob.glob(os.path.join(base, "milterguard_*_all.deb"))
+        assert len(debs) == 1, os.listdir(base)
+        yield debs[0]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def debian_root() -> Iterator[str]:
+    """A fresh Debian 12 root from the cached tarball, removed afterwards."""
+    tarball = cached_root_tarball()
+    root = tempfile.mkdtemp(prefix="mg-root-")
+    try:
+        unpacked = run(["tar", "-C", root, "-xf", tarball])
+        assert unpacked.returncode == 0, unpacked.stderr
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def in_root(root: str, *argv: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run argv in the root, with /proc mounted in a private mount namespace
+    (gone when the command ends)."""
+    chroot = ["chroot"] + ([f"--userspec={user}:{user}"] if user else []) + [root]
+    return run(["unshare", "--mount", "--fork", "sh", "-c",
+                'mount -t proc proc "$0/proc" && exec "$@"', root, *chroot, *argv])
+
+
+def test_lintian_finds_no_errors(deb: str) -> None:
+    proc = run(["lintian", "--tag-display-limit", "0", deb], timeout=300)
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("E: ")]
+    assert not errors, proc.stdout
+    assert proc.returncode in (0, 1), proc.stderr  # 1 would mean errors, listed above
+
+
+def test_package_version_is_the_code_version() -> None:
+    from milterguard import __version__
+    with open(os.path.join(REPO, "debian", "changelog"), encoding="utf-8") as fh:
+        first = fh.readline()
+    assert first.startswith(f"milterguard ({__version__})"), first
+
+
+def test_installed_package_checks_and_replays_samples(deb: str, debian_root: str) -> None:
+    root = debian_root
+    shutil.copy(deb, os.path.join(root, "tmp", "milterguard.deb"))
+    shutil.copytree(os.path.join(REPO, "samples"), os.path.join(root, "tmp", "samples"))
+    installed = in_root(root, "dpkg", "-i", "/tmp/milterguard.deb")
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+
+    # What the package put where.
+    conffiles = in_root(root, "dpkg-query", "-W", "-f=${Conffiles}", "milterguard").stdout
+    assert "/etc/milterguard/milterguard.yaml" in conffiles
+    for path in ("usr/bin/milterguard", "etc/milterguard/rules.d", "usr/share/man/man8/milterguard.8.gz",
+                 "usr/share/man/man8/milterguard-logscan.8.gz", "usr/share/doc/milterguard/copyright",
+                 "lib/systemd/system/milterguard.service", "lib/systemd/system/milterguard-sync.timer"):
+        assert os.path.lexists(os.path.join(root, path)), path
+    socket_dir = os.stat(os.path.join(root, SOCKET.lstrip("/").rsplit("/", 1)[0]))
+    assert oct(socket_dir.st_mode & 0o7777) == "0o2750"
+    owner = in_root(root, "stat", "-c", "%U", os.path.dirname(SOCKET)).stdout.strip()
+    assert owner == "milterguard"
+
+    shipped = sorted(f for f in os.listdir(os.path.join(REPO, "rules")) if f.endswith(".yaml"))
+    assert sorted(os.listdir(os.path.join(root, "usr/share/milterguard/rules"))) == shipped
+    checked = in_root(root, "milterguard", "check", "-c", "/etc/milterguard/milterguard.yaml",
+                      user="milterguard")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    from milterguard.ruleset.rules import load_ruleset
+    rule_count = len(load_ruleset(True, []))
+    assert f"ok: {rule_count} rules from {len(shipped)} files" in checked.stdout
+    assert f"shipped rules: /usr/share/milterguard/rules ({len(shipped)} files)" in checked.stdout
+
+    # The installed daemon as the milterguard user, on its default socket.
+    daemon = MilterProcess(
+        ["unshare", "--mount", "--fork", "--kill-child=SIGTERM", "sh", "-c",
+         'mount -t proc proc "$0/proc" && exec chroot --userspec=milterguard:milterguard "$0" '
+         '/usr/bin/milterguard run -c /tmp/samples/demo.yaml', root],
+        f"unix:{root}{SOCKET}", os.path.join(root, "tmp", "daemon.log"))
+    with daemon:
+        replayed = in_root(root, "milterguard", "replay", "--socket", f"unix:{SOCKET}",
+                           "--expect", "/tmp/samples/expected.yaml", "/tmp/samples")
+    assert replayed.returncode == 0, replayed.stdout[-3000:] + replayed.stderr[-3000:]
+    log = daemon.log_text()
+    assert f"socket=unix:{SOCKET} rules={rule_count}" in log, log[-2000:]
