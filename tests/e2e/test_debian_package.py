@@ -19,25 +19,21 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from typing import Iterator
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-from postfix import MilterProcess  # noqa: E402
+from tests import REPO_ROOT as REPO
+from tests.e2e.postfix import MilterProcess
 
 CACHE_DIR = "/var/cache/milterguard-tests"
 SUITE = "bookworm"
 APT_SOURCES = "/etc/apt/sources.list.d/debian.sources"
 #: The package's Depends (debian/control), so dpkg -i needs no network.
 ROOT_PACKAGES = ("python3", "python3-milter", "python3-regex", "python3-yaml",
-                 "python3-dnspython", "python3-prometheus-client", "adduser")
+                 "python3-dnspython", "python3-prometheus-client", "python3-psycopg",
+                 "adduser")
 #: A Debian build runs with Debian's python3, whatever a developer's PATH says.
 BUILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 SOCKET = "/var/spool/postfix/milterguard/milterguard.sock"

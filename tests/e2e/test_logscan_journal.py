@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import REPO_ROOT as REPO
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 BOOT_ID = "0123456789abcdef0123456789abcdef"
 
@@ -129,14 +129,3 @@ def test_unreadable_journal_is_an_error_for_that_source(tmp_path):
     assert f"logscan: journal:{tmp_path}/absent: journalctl failed:" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert hits(state) == [("postfix.relay", "relay", "192.0.2.9")]
-
-
-def test_sync_unit_runs_bans_sync_even_when_logscan_fails(repo_root):
-    """systemd stops a oneshot at the first failing ExecStart unless it has
-    a "-" prefix: logscan's failure must not keep `bans sync` from running."""
-    with open(os.path.join(repo_root, "packaging", "milterguard-sync.service")) as fh:
-        execs = [line.split("=", 1)[1] for line in fh.read().splitlines()
-                 if line.startswith("ExecStart=")]
-    assert len(execs) == 2, execs
-    assert execs[0].startswith("-/usr/bin/milterguard logscan "), execs[0]
-    assert execs[1].startswith("/usr/bin/milterguard bans "), execs[1]

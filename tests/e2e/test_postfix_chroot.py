@@ -18,9 +18,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from postfix import PostfixInstance, free_port, postfix_milter_spec
+from tests import REPO_ROOT as REPO
+from tests.e2e.postfix import PostfixInstance, free_port, postfix_milter_spec
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SNIPPET = os.path.join(REPO, "packaging", "postfix-main.cf.snippet")
 SYSTEM_QUEUE_DIR = "/var/spool/postfix"
 

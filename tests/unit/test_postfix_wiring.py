@@ -9,8 +9,7 @@ import os
 import re
 
 from milterguard.config import load_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import REPO_ROOT as REPO
 QUEUE_DIR = "/var/spool/postfix"
 
 
