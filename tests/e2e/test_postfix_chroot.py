@@ -91,16 +91,12 @@ def send(port: int, subject: str) -> tuple[int, str]:
         return exc.smtp_code, exc.smtp_error.decode(errors="replace")
 
 
-def smtpd_pids(instance: PostfixInstance) -> list[int]:
-    pids = []
-    for pid in instance.own_pids():
-        try:
-            with open(f"/proc/{pid}/comm", encoding="ascii") as fh:
-                if fh.read().strip() == "smtpd":
-                    pids.append(pid)
-        except OSError:
-            continue
-    return pids
+def session_smtpd_pids(instance: PostfixInstance) -> set[int]:
+    """smtpd processes that served a session and still run (an smtpd waits
+    for the next one). Only those: a freshly forked smtpd has not yet
+    entered its chroot."""
+    logged = {int(pid) for pid in re.findall(r"/smtpd\[(\d+)\]: connect from", instance.log_text())}
+    return logged & set(instance.own_pids())
 
 
 @pytest.mark.parametrize("chroot,kind", [(True, "unix"), (False, "unix"), (True, "inet")],
@@ -137,7 +133,9 @@ def test_documented_wiring_gets_verdicts(chroot, kind, e2e_dir, milterguard_fact
         assert not instance.log_lines(r"connect to Milter service|milter .* unavailable"), diag
         # The smtpd that answered (it stays for the next session) really
         # runs chrooted in the queue directory, or really does not.
-        roots = {os.readlink(f"/proc/{pid}/root") for pid in smtpd_pids(instance)}
+        pids = session_smtpd_pids(instance)
+        assert pids, diag
+        roots = {os.readlink(f"/proc/{pid}/root") for pid in pids}
         assert roots == ({instance.queue_dir} if chroot else {"/"}), roots
     finally:
         instance.stop()
