@@ -26,6 +26,7 @@ import pytest
 
 from tests import REPO_ROOT as REPO
 from tests.e2e.postfix import MilterProcess
+from tests.e2e.sourcetree import copy_tree
 
 CACHE_DIR = "/var/cache/milterguard-tests"
 SUITE = "bookworm"
@@ -76,21 +77,6 @@ def cached_root_tarball() -> str:
             assert made.returncode == 0, made.stderr[-3000:]
             os.replace(partial, tarball)
     return tarball
-
-
-def copy_tree(dest: str) -> None:
-    """The files git tracks or would track, as they are now, symlinks kept."""
-    listed = run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others",
-                  "--exclude-standard"]).stdout.split("\0")
-    for rel in filter(None, listed):
-        src, dst = os.path.join(REPO, rel), os.path.join(dest, rel)
-        if not os.path.lexists(src):
-            continue
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if os.path.islink(src):
-            os.symlink(os.readlink(src), dst)
-        else:
-            shutil.copy2(src, dst)
 
 
 @pytest.fixture(scope="module")

@@ -20,23 +20,11 @@ import pytest
 
 from tests import REPO_ROOT as REPO
 from tests.e2e.postfix import PostfixInstance, free_port, postfix_milter_spec
+from tests.e2e.test_postfix_e2e import CONFIG_TEMPLATE
 
 SNIPPET = os.path.join(REPO, "packaging", "postfix-main.cf.snippet")
 SYSTEM_QUEUE_DIR = "/var/spool/postfix"
 
-CONFIG = """\
-rules:
-  shipped: false
-  site: [{rules}]
-  reload_interval: 0
-allowlist:
-  networks: []
-envelope:
-  reject_unknown_sender_domain: false
-  reject_null_mx: false
-helo:
-  reject_unknown: false
-"""
 RULES = """\
 rules:
   - id: chroot-test-subject
@@ -120,7 +108,7 @@ def test_documented_wiring_gets_verdicts(chroot, kind, e2e_dir, milterguard_fact
         params["smtpd_milters"] = postfix_milter_spec(spec)
     instance.params.update(params)
     instance.configure()
-    daemon = milterguard_factory(CONFIG.format(rules=rules), spec=spec)
+    daemon = milterguard_factory(CONFIG_TEMPLATE.format(rules_dir=rules), spec=spec)
     try:
         instance.start()
         ok = send(instance.port, "Meeting notes")

@@ -11,13 +11,13 @@ samples/ through the installed daemon.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
 
 from tests import REPO_ROOT
 from tests.e2e.postfix import MilterProcess
+from tests.e2e.sourcetree import copy_tree
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -25,22 +25,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 def _shipped_rule_count() -> int:
     from milterguard.ruleset.rules import load_ruleset
     return len(load_ruleset(True, []))
-
-
-def _copy_tree(dest: str) -> None:
-    """The files git tracks or would track (working copy as is), symlinks kept."""
-    listed = subprocess.run(["git", "-C", REPO_ROOT, "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], check=True,
-                            capture_output=True).stdout.decode().split("\0")
-    for rel in filter(None, listed):
-        src, dst = os.path.join(REPO_ROOT, rel), os.path.join(dest, rel)
-        if not os.path.lexists(src):
-            continue
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if os.path.islink(src):
-            os.symlink(os.readlink(src), dst)
-        else:
-            shutil.copy2(src, dst)
 
 
 def _run(argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -56,7 +40,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     base = tmp_path_factory.mktemp("wheel")
     src, dist, venv, elsewhere = (str(base / n) for n in ("src", "dist", "venv", "elsewhere"))
     os.makedirs(elsewhere)
-    _copy_tree(src)
+    copy_tree(src)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     built = _run([SYSTEM_PYTHON, "-m", "build", "--wheel", "--no-isolation",
                   "--outdir", dist, src], elsewhere, env)
