@@ -34,7 +34,7 @@ APT_SOURCES = "/etc/apt/sources.list.d/debian.sources"
 #: The package's Depends (debian/control), so dpkg -i needs no network.
 ROOT_PACKAGES = ("python3", "python3-milter", "python3-regex", "python3-yaml",
                  "python3-dnspython", "python3-prometheus-client", "python3-psycopg",
-                 "adduser")
+                 "publicsuffix", "adduser")
 #: A Debian build runs with Debian's python3, whatever a developer's PATH says.
 BUILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 SOCKET = "/var/spool/postfix/milterguard/milterguard.sock"
