@@ -17,11 +17,12 @@ import sys
 from typing import Any
 
 from milterguard.cli.main import add_config_arguments
-from milterguard.config import load_config
+from milterguard.config import Config, load_config
 from milterguard.errors import MilterguardError
 from milterguard.store import db
-from milterguard.store.journalscan import JournalScanner, journal_sources
+from milterguard.store.journalscan import JournalScanner, JournalSource, journal_sources
 from milterguard.store.logscan import LogScanner
+from milterguard.yamlsrc import LDict
 
 HELP = __doc__.split("\n\n", 1)[1] + """
 Sources: logscan.files (log files) and logscan.journal (the journal: on by
@@ -46,15 +47,16 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _sources(args: argparse.Namespace, config: Any) -> tuple[list[str], list[Any]]:
+def _sources(args: argparse.Namespace,
+             config: Config) -> tuple[list[str], list[JournalSource]]:
     """(log files, journal sources) from the command line or the config."""
     section = config.section("logscan")
     journal_section = section.get("journal")
-    if not isinstance(journal_section, dict):
+    if not isinstance(journal_section, LDict):
         raise section.error("must be a mapping (see the built-in defaults)", "journal")
     if args.log or args.journal or args.journal_directory:
         files = list(args.log or [])
-        journals = []
+        journals: list[JournalSource] = []
         if args.journal:
             journals += journal_sources(journal_section)
         if args.journal_directory:
