@@ -23,6 +23,7 @@ from typing import Any
 from milterguard.cli.main import add_config_arguments
 from milterguard.config import load_config
 from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
+from milterguard.replay.mailboxes import mail_sources
 from milterguard.replay.message import Envelope, parse_message
 from milterguard.ruleset.rules import ENVELOPE_TARGETS, Rule, RuleSet
 from milterguard.content.views import MESSAGE_TARGETS, MessageViews
@@ -48,7 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p = subparsers.add_parser("explain", help="show which rules hit a message, where and why",
                               description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("message", metavar="FILE.eml", help="message file (headers and body)")
+    p.add_argument("message", metavar="FILE.eml",
+                   help="message file (headers and body); an mbox file or a Maildir "
+                        "explains each of its messages")
     add_config_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.add_argument("--chars", type=int, default=SHOW_CHARS, metavar="N",
@@ -330,10 +333,11 @@ def explain(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     try:
-        with open(args.message, "rb") as fh:
-            raw = fh.read()
+        messages = [m for source in mail_sources([args.message]) for m in source.messages()]
     except OSError as exc:
         raise MilterguardError(f"cannot read {args.message}: {exc.strerror}") from exc
+    if not messages:
+        raise MilterguardError(f"no message in {args.message}")
     classifier = None
     if policy.classifier.enabled and os.path.exists(config.database):
         # Only an existing database: explain must not create one in a state
@@ -341,10 +345,15 @@ def explain(args: argparse.Namespace) -> int:
         from milterguard.classifier.runtime import Classifier
         classifier = Classifier(config.database)
         classifier.load()
-    report = explain_message(policy, raw, max(0, args.chars), args.all_views, classifier)
+    reports = []
+    for name, raw in messages:
+        report = explain_message(policy, raw, max(0, args.chars), args.all_views, classifier)
+        report["file"] = name
+        reports.append(report)
     if args.json:
-        report["file"] = args.message
-        print(json.dumps(report, ensure_ascii=False, indent=1))
+        # One message: its object, as always; a mailbox: a list of them.
+        print(json.dumps(reports[0] if len(reports) == 1 else reports,
+                         ensure_ascii=False, indent=1))
     else:
-        print(format_text(report, args.message))
+        print("\n\n".join(format_text(r, r["file"]) for r in reports))
     return 0

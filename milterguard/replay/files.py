@@ -2,46 +2,23 @@
 
 A directory is walked for message files: expectation files, notes, scripts,
 archives and hidden files beside the samples are skipped, so ``replay
-samples/`` does what it says.
+samples/`` does what it says; a Maildir gives the messages in its cur and
+new, an mbox file each of its messages (replay/mailboxes.py).
 """
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator
 
-from milterguard.errors import MilterguardError
+from milterguard.replay.mailboxes import mail_sources, mbox_messages
 from milterguard.replay.conversation import ReplayResult, replay_message
-
-#: Files a directory walk skips: expectation files, notes, scripts.
-NON_MESSAGE_SUFFIXES = (".yaml", ".yml", ".md", ".rst", ".json", ".py", ".sh",
-                        ".gz", ".bz2", ".xz", ".zip", ".tar", ".orig", ".rej", ".swp")
-NON_MESSAGE_PREFIXES = ("README", "LICENSE", "COPYING")
-
-
-def is_message_file(name: str) -> bool:
-    base = os.path.basename(name)
-    return not (base.startswith(".") or base.lower().endswith(NON_MESSAGE_SUFFIXES)
-                or base.upper().startswith(NON_MESSAGE_PREFIXES))
 
 
 def collect_files(paths: Iterable[str], exclude: Iterable[str] = ()) -> list[str]:
-    """Files named directly, plus message files found under directories (sorted)."""
-    skip = {os.path.abspath(p) for p in exclude}
-    out: list[str] = []
-    for path in paths:
-        if os.path.isdir(path):
-            found = []
-            for root, dirs, files in os.walk(path):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                found += [os.path.join(root, f) for f in files if is_message_file(f)]
-            out += sorted(found)
-        elif os.path.exists(path):
-            out.append(path)
-        else:
-            raise MilterguardError(f"no such file or directory: {path}")
-    return [p for p in out if os.path.abspath(p) not in skip]
+    """Files named directly, plus message files found under directories
+    (sorted; a Maildir's cur and new, not its tmp)."""
+    return [source.path for source in mail_sources(paths, exclude)]
 
 
 def replay_file(socket_spec: str, path: str, timeout: float = 10.0,
@@ -55,19 +32,39 @@ def replay_file(socket_spec: str, path: str, timeout: float = 10.0,
                           add_missing_headers=add_missing_headers)
 
 
+def _messages(files: list[str]) -> Iterator[tuple[str, bytes | None]]:
+    """(name, raw) for each message of an mbox holding several ("FILE:N"),
+    (path, None) for any other file (read when its turn comes)."""
+    for path in files:
+        try:
+            split = mbox_messages(path)
+        except OSError:
+            split = None          # replay_file reports the error
+        if split is None:
+            yield path, None
+        else:
+            yield from split
+
+
 def replay_files(socket_spec: str, files: list[str], jobs: int = 1,
                  timeout: float = 10.0, add_missing_headers: bool = False
                  ) -> Iterator[ReplayResult]:
-    """Results in the order of ``files``; ``jobs`` connections at a time."""
-    def one(path: str) -> ReplayResult:
-        return replay_file(socket_spec, path, timeout, add_missing_headers)
+    """Results in the order of ``files`` (an mbox: one per message);
+    ``jobs`` connections at a time."""
+    def one(item: tuple[str, bytes | None]) -> ReplayResult:
+        name, raw = item
+        if raw is None:
+            return replay_file(socket_spec, name, timeout, add_missing_headers)
+        return replay_message(socket_spec, raw, name=name, timeout=timeout,
+                              add_missing_headers=add_missing_headers)
 
+    items = _messages(files)
     if jobs <= 1:
-        for path in files:
-            yield one(path)
+        for item in items:
+            yield one(item)
         return
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        yield from pool.map(one, files)
+        yield from pool.map(one, items)
 
 
 def replay_paths(socket_spec: str, paths: Iterable[str], jobs: int = 1,

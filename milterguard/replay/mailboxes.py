@@ -1,5 +1,5 @@
 """Messages from what sites keep mail in: files, directory trees, mbox
-files and Maildirs, for `learn` (and the commands that read many messages).
+files and Maildirs, for `learn`, `replay` and `explain`.
 
 A path is one of:
 - a Maildir (a directory with ``cur`` and ``new``): every file in those two;
@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from milterguard.errors import MilterguardError
-from milterguard.replay.files import is_message_file
+
+#: Files a directory walk skips: expectation files, notes, scripts.
+NON_MESSAGE_SUFFIXES = (".yaml", ".yml", ".md", ".rst", ".json", ".py", ".sh",
+                        ".gz", ".bz2", ".xz", ".zip", ".tar", ".orig", ".rej", ".swp")
+NON_MESSAGE_PREFIXES = ("README", "LICENSE", "COPYING")
 
 #: mboxrd quoting: a body line ">From " (any number of ">") lost one ">".
 _QUOTED_FROM = re.compile(rb"^>(>*From )", re.M)
@@ -30,14 +34,13 @@ class MailSource:
 
     path: str
 
-    def messages(self) -> Iterator[tuple[str, bytes]]:
+    def messages(self) -> list[tuple[str, bytes]]:
         """(name, raw message) for each message in the file."""
+        split = mbox_messages(self.path)
+        if split is not None:
+            return split
         with open(self.path, "rb") as handle:
-            raw = handle.read()
-        if not raw.startswith(b"From "):
-            yield self.path, raw
-            return
-        yield from split_mbox(raw, self.path)
+            return [(self.path, handle.read())]
 
 
 def split_mbox(raw: bytes, name: str) -> Iterator[tuple[str, bytes]]:
@@ -50,12 +53,20 @@ def split_mbox(raw: bytes, name: str) -> Iterator[tuple[str, bytes]]:
         yield f"{name}:{number}", _QUOTED_FROM.sub(rb"\1", message)
 
 
+def is_message_file(name: str) -> bool:
+    base = os.path.basename(name)
+    return not (base.startswith(".") or base.lower().endswith(NON_MESSAGE_SUFFIXES)
+                or base.upper().startswith(NON_MESSAGE_PREFIXES))
+
+
 def is_maildir(path: str) -> bool:
     return all(os.path.isdir(os.path.join(path, sub)) for sub in ("cur", "new"))
 
 
-def mail_sources(paths: Iterable[str]) -> list[MailSource]:
-    """Every file to read under ``paths`` (sorted within a directory)."""
+def mail_sources(paths: Iterable[str], exclude: Iterable[str] = ()) -> list[MailSource]:
+    """Every file to read under ``paths`` (sorted within a directory), but
+    not the files named in ``exclude``."""
+    skip = {os.path.abspath(p) for p in exclude}
     out: list[MailSource] = []
     for path in paths:
         if os.path.isdir(path):
@@ -75,4 +86,15 @@ def mail_sources(paths: Iterable[str]) -> list[MailSource]:
             out.append(MailSource(path))
         else:
             raise MilterguardError(f"no such file or directory: {path}")
-    return out
+    return [s for s in out if os.path.abspath(s.path) not in skip]
+
+
+def mbox_messages(path: str) -> list[tuple[str, bytes]] | None:
+    """The messages of ``path`` if it is an mbox holding more than one, else
+    None (a plain message file, read as it is)."""
+    with open(path, "rb") as handle:
+        if handle.read(5) != b"From ":
+            return None
+        raw = b"From " + handle.read()
+    messages = list(split_mbox(raw, path))
+    return messages if len(messages) > 1 else None
