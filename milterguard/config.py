@@ -30,7 +30,7 @@ def _merge(base: LDict, over: LDict) -> LDict:
     out.lines = dict(base.lines)
     out.files = dict(base.files)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, LDict) and isinstance(out.get(key), LDict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
@@ -78,7 +78,7 @@ class Config:
             empty = LDict()
             empty.file = self.path or "<defaults>"
             return empty
-        if not isinstance(value, dict):
+        if not isinstance(value, LDict):
             raise self.data.error("must be a mapping", name)
         return value
 
@@ -111,7 +111,7 @@ def load_config(path: str | None = None, state_dir: str | None = None) -> Config
         site = load_yaml_file(path)
         if site is None:
             site = LDict()
-        if not isinstance(site, dict):
+        if not isinstance(site, LDict):
             raise ConfigError("top level must be a mapping", file=path, line=1)
         data = _merge(data, site)
     return Config(data, path, state_dir)

@@ -20,7 +20,7 @@ from milterguard.duration import DurationError, parse_duration
 from milterguard.errors import ConfigError
 
 
-class LDict(dict):
+class LDict(dict[Any, Any]):
     """A dict that knows its file and the line of each key (1-based)."""
 
     file: str = ""
@@ -97,7 +97,7 @@ class LDict(dict):
                            field=None if key is None else str(key), rule=rule)
 
 
-class LList(list):
+class LList(list[Any]):
     """A list that knows its file and the line of each item."""
 
     file: str = ""

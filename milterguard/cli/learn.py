@@ -39,7 +39,7 @@ classifier.min_ham hams (200 each by default).
 BATCH = 500
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("learn", help="train the classifier on ham and spam",
                               description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)

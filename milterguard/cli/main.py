@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
 from milterguard import __version__
 from milterguard.errors import MilterguardError
@@ -48,7 +49,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, state_dir: bool = True
     ``quiet``: repeated on a sub-sub-command (``bans sync -c FILE``) without
     help text and without overriding a value given before the action.
     """
-    extra = {"default": argparse.SUPPRESS} if quiet else {}
+    extra: dict[str, Any] = {"default": argparse.SUPPRESS} if quiet else {}
     parser.add_argument("-c", "--config", metavar="FILE",
                         help=None if quiet else "site config (YAML) over the built-in defaults",
                         **extra)

@@ -33,7 +33,7 @@ Stop it with SIGTERM.
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("run", help="run the milter daemon",
                               description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)

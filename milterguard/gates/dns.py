@@ -229,14 +229,14 @@ class DnsQuery:
                     if (peer[0], peer[1]) not in targets or len(data) < 12:
                         continue
                     qid = struct.unpack_from("!H", data)[0]
-                    index = pending.get(qid)
-                    if index is None:
+                    slot = pending.get(qid)
+                    if slot is None:
                         continue
-                    parsed = _result(parse_response(data, names[index], qtype))
+                    parsed = _result(parse_response(data, names[slot], qtype))
                     if parsed is None:
                         continue  # not an answer to our question: keep waiting
                     del pending[qid]
-                    results[index] = parsed
+                    results[slot] = parsed
         return results
 
     def _query(self, name: str, rdtype: str, timeout: float) -> DnsResult:
@@ -325,13 +325,13 @@ def _soa_ttl(response: dns.message.Message | None) -> int:
         return 0
     for rrset in response.authority:
         if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
-            return min(rrset.ttl, rrset[0].minimum)
+            return int(min(rrset.ttl, rrset[0].minimum))
     return 0
 
 
 def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> int:
     try:
-        responses = exc.responses()
+        responses = exc.responses()  # type: ignore[no-untyped-call]  # dnspython leaves it unannotated
     except Exception:  # noqa: BLE001 - dnspython versions differ in what they keep
         return 0
     for response in responses.values():

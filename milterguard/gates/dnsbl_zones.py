@@ -218,16 +218,16 @@ def parse_zone(item: LDict, default_reply: str, known: frozenset[str] = ZONE_KEY
         raise item.error("must be a non-empty list of codes", "codes", name)
     filters: list[CodeFilter] = []
     for code in codes:
-        where: Any = item
-        key: Any = "codes"
-        entry = {"match": code} if not isinstance(code, dict) else code
-        if isinstance(code, dict):
-            where, key = code, "match"
+        where: LDict = item
+        field = "codes"
+        entry: dict[str, Any] = {"match": code} if not isinstance(code, LDict) else code
+        if isinstance(code, LDict):
+            where, field = code, "match"
             for k in code:
                 if k not in ("match", "category", "action", "weight"):
                     raise code.error("unknown key (known: match, category, action, weight)",
                                      k, name)
-        low, high, mask = parse_code(where, key, entry.get("match"), name)
+        low, high, mask = parse_code(where, field, entry.get("match"), name)
         f_category = entry.get("category", category)
         if not isinstance(f_category, str) or not f_category:
             raise where.error("must be a non-empty string", "category", name)
@@ -254,7 +254,7 @@ def parse_zones(section: LDict, default_reply: str, **zone_options: Any) -> list
     zones: list[DnsblZone] = []
     seen: set[str] = set()
     for index, item in enumerate(zones_cfg):
-        if not isinstance(item, dict):
+        if not isinstance(item, LDict):
             where = LDict()
             where.file = section.file
             where.line = zones_cfg.line_of(index) if isinstance(zones_cfg, LList) else 0

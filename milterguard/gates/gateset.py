@@ -46,7 +46,7 @@ class CheckExceptions:
         section = owner.get(key)
         if section is None:
             return out
-        if not isinstance(section, dict):
+        if not isinstance(section, LDict):
             raise owner.error("must be a mapping", key)
         known = ("addresses", "networks", "helo_patterns", "sender_domains",
                  "recipient_domains")

@@ -29,7 +29,8 @@ from milterguard.content.views import MessageViews
 from milterguard.errors import MilterguardError
 from milterguard.gates.dns import NODATA, NXDOMAIN, OK, DnsQuery
 from milterguard.gates.dnsbl import ZoneCounters
-from milterguard.gates.dnsbl_zones import ZONE_KEYS, DnsblZone, parse_zones, read_reply
+from milterguard.gates.dnsbl_zones import (ZONE_KEYS, CodeFilter, DnsblZone, parse_zones,
+                                           read_reply)
 from milterguard.verdict import STRENGTH, Action, Finding
 
 log = logging.getLogger("milterguard.uribl")
@@ -148,7 +149,7 @@ class UriblChecker:
         if not asked:
             return []
         answers = self.query.lookup_many([q for _, _, q in asked], "A", self.deadline)
-        listed: dict[str, tuple[UriZone, str, list, tuple[str, ...]]] = {}
+        listed: dict[str, tuple[UriZone, str, list[CodeFilter], tuple[str, ...]]] = {}
         for (uzone, name, _), answer in zip(asked, answers):
             zname = uzone.zone.name
             if answer.status in (NXDOMAIN, NODATA):
@@ -169,7 +170,8 @@ class UriblChecker:
                 listed[zname] = (uzone, name, hit, answer.records)
         return [self._finding(*entry) for entry in listed.values()]
 
-    def _finding(self, uzone: UriZone, name: str, filters: list, codes: tuple[str, ...]) -> Finding:
+    def _finding(self, uzone: UriZone, name: str, filters: list[CodeFilter],
+                 codes: tuple[str, ...]) -> Finding:
         strongest = max(filters, key=lambda f: STRENGTH[f.action])
         detail = f"zone={uzone.zone.name} name={name} codes={','.join(codes)}"
         rule_id = f"uribl:{uzone.zone.name}"

@@ -20,12 +20,13 @@ DUNNO), since it cannot be re-synchronised; other connections are unaffected.
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import socketserver
 import threading
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import Callable
 
 from milterguard.greylist.triplets import Greylist, GreylistResult
 
@@ -82,7 +83,7 @@ def policy_action(greylist: Greylist, request: PolicyRequest) -> tuple[str, Grey
     return DUNNO, result
 
 
-def read_request(rfile: BinaryIO) -> PolicyRequest | None:
+def read_request(rfile: io.BufferedIOBase) -> PolicyRequest | None:
     """Read lines up to the empty line; None at a clean end of the stream."""
     request = PolicyRequest()
     count = 0

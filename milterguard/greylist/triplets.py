@@ -52,6 +52,9 @@ from milterguard.store import db, engines
 from milterguard.store.health import DatabaseUnavailable, Deadline, health_of
 from milterguard.verdict import Action, Finding, Reply
 
+#: What a store lookup on the SMTP path may raise: an outage or either engine's error.
+_STORE_ERRORS: tuple[type[BaseException], ...] = (DatabaseUnavailable, *db.ERRORS)
+
 log = logging.getLogger("milterguard.greylist")
 
 RULE_ID = "greylist"
@@ -223,7 +226,7 @@ class Greylist:
                 stored = self._stored_decision(result, now)
             else:
                 stored = self.deadline.run(self._stored_decision, result, now)
-        except (DatabaseUnavailable, *db.ERRORS) as exc:
+        except _STORE_ERRORS as exc:
             return self._store_failed(result, exc)
         self.health.succeeded()
         result = stored
@@ -316,7 +319,7 @@ class Greylist:
             self._write_decision(conn, res, key, row, now)
 
     def _write_decision(self, conn: Any, res: GreylistResult, key: int,
-                        row: tuple | None, now: float) -> None:
+                        row: tuple[Any, ...] | None, now: float) -> None:
         s = self.settings
         if row is None or row[3] <= now:
             conn.execute(
@@ -374,7 +377,7 @@ class Greylist:
         behind a cleanup of millions of rows.
         """
         now = self.clock() if now is None else now
-        removed = 0
+        removed: int = 0
         with self.pool.connection() as conn:
             while True:
                 cur = conn.execute(

@@ -39,7 +39,12 @@ log = logging.getLogger("milterguard.milter")
 CONNECT_MACROS = ("j", "{daemon_name}", "{client_addr}", "{client_name}")
 MAIL_MACROS = ("i", "{auth_authen}", "{auth_type}", "{mail_addr}")
 
-_ANSWER = {
+# pymilter ships no types: the answer codes this module returns, typed once.
+CONTINUE: int = Milter.CONTINUE
+NOREPLY: int = Milter.NOREPLY
+TEMPFAIL: int = Milter.TEMPFAIL
+
+_ANSWER: dict[Action, int] = {
     Action.CONTINUE: Milter.CONTINUE,
     Action.TAG: Milter.CONTINUE,
     Action.ACCEPT: Milter.ACCEPT,
@@ -65,7 +70,7 @@ NO_REPLY_STAGES = Milter.P_NR_DATA | Milter.P_NR_HDR | Milter.P_NR_BODY
 NO_REPLY_CONNECT = Milter.P_NR_CONN | Milter.P_NR_HELO
 
 
-class MilterguardMilter(Milter.Base):
+class MilterguardMilter(Milter.Base):  # type: ignore[misc]  # untyped base: pymilter has no types
     """One instance per SMTP connection (libmilter gives each its own thread)."""
 
     engine: Engine  # set by serve() before libmilter starts
@@ -82,8 +87,8 @@ class MilterguardMilter(Milter.Base):
 
     def negotiate(self, opts: list[int]) -> int:
         offered = opts[1]
-        result = Milter.Base.negotiate(self, opts)
-        if result == Milter.CONTINUE and self.no_reply_mask:
+        result: int = Milter.Base.negotiate(self, opts)
+        if result == CONTINUE and self.no_reply_mask:
             mask = self.no_reply_mask
             if self.engine.policy.quiet_connect:
                 mask |= NO_REPLY_CONNECT
@@ -111,8 +116,8 @@ class MilterguardMilter(Milter.Base):
         if self.engine.policy.on_internal_error == "tempfail":
             r = INTERNAL_TEMPFAIL
             self.setreply(r.code, r.xcode, r.text)
-            return Milter.TEMPFAIL
-        return Milter.CONTINUE
+            return TEMPFAIL
+        return CONTINUE
 
     def _timed(self, stage: str, call: Callable[..., Any], *args: Any) -> Any:
         """``call(*args)``, its latency counted when metrics are on; an
@@ -154,7 +159,7 @@ class MilterguardMilter(Milter.Base):
             self._silent_error = True
         elif verdict.final:
             self.session.hold(verdict)
-        return Milter.NOREPLY
+        return NOREPLY
 
     # -- callbacks, in SMTP order --------------------------------------------
     # Each passes the session method and its arguments to _guard rather than
@@ -179,11 +184,10 @@ class MilterguardMilter(Milter.Base):
     def data(self) -> int:
         return self._quiet("data", Milter.P_NR_DATA, self.session.data, self._macros(("i",)))
 
-    def header_bytes(self, name: str, value: bytes) -> int:
+    def header_bytes(self, name: str, value: bytes | str) -> int:
         # pymilter's own header_bytes decodes the same way, one call deeper.
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "surrogateescape")
-        return self.header(name, value)
+        text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+        return self.header(name, text)
 
     def header(self, name: str, value: str) -> int:
         return self._quiet("header", Milter.P_NR_HDR, self.session.header, name, value)
@@ -213,17 +217,17 @@ class MilterguardMilter(Milter.Base):
             self.session.abort()
         except Exception:
             log.exception("event=internal-error stage=abort")
-        return Milter.CONTINUE
+        return CONTINUE
 
     def close(self) -> int:
         try:
             self.session.close()
         except Exception:
             log.exception("event=internal-error stage=close")
-        return Milter.CONTINUE
+        return CONTINUE
 
     def unknown(self, cmd: str) -> int:
-        return Milter.CONTINUE
+        return CONTINUE
 
 
 def _nodelay_on_listeners() -> int:

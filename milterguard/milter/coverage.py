@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 from milterguard.errors import ConfigError
 from milterguard.verdict import Action, Finding, Reply
+from milterguard.yamlsrc import LDict
 
 CATEGORY = "scan"
 
@@ -62,7 +63,7 @@ class ScanActions:
         raw = message.get("scan_actions") if hasattr(message, "get") else None
         if raw is None:
             return cls(actions)
-        if not isinstance(raw, dict):
+        if not isinstance(raw, LDict):
             errors.append(message.error("must be a mapping of kind: action", "scan_actions"))
             return cls(actions)
         names = ", ".join(a.value for a in ALLOWED)

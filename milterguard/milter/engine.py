@@ -18,8 +18,8 @@ from typing import Any, Callable
 from milterguard.classifier.settings import ClassifierSettings
 from milterguard.clientaddr import IPNetwork
 from milterguard.config import Config, load_config
-from milterguard.milter.services import (GateChecks, GreylistCheck, HitSink, NoGates,
-                                         StageMetrics)
+from milterguard.milter.services import (GateChecks, GreylistCheck, HitSink, MessageClassifier,
+                                         NoGates, StageMetrics)
 from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
 from milterguard.ruleset.rules import RuleSet, load_ruleset, parse_rule_reply
 from milterguard.verdict import Finding, Hit, Reply
@@ -164,14 +164,14 @@ class Engine:
     def __init__(self, policy: Policy, gates: GateChecks | None = None,
                  greylist: GreylistCheck | None = None,
                  store: HitSink | None = None, clock: Callable[[], float] = time.time,
-                 classifier: Any = None,
+                 classifier: MessageClassifier | None = None,
                  config_loader: Callable[[], Config] | None = None) -> None:
         self.policy = policy
         self.gates: GateChecks = gates if gates is not None else NoGates()
         self.greylist = greylist
         self.store = store
         self.clock = clock
-        #: classifier.runtime.Classifier: learned counts; None = no classifier.
+        #: Learned counts (classifier/runtime.py); None = no classifier.
         self.classifier = classifier
         self._config_loader = config_loader
         self._stop = threading.Event()
@@ -192,11 +192,12 @@ class Engine:
         gates = Gates.from_config(config)
         greylist = Greylist.from_config(config)
         store = HitStore.from_config(config) if with_store else None
-        classifier = None
+        classifier: MessageClassifier | None = None
         if policy.classifier.enabled:
             from milterguard.classifier.runtime import Classifier
-            classifier = Classifier(config.database, clock=time.time)
-            classifier.start(policy.classifier.refresh_interval)
+            learned = Classifier(config.database, clock=time.time)
+            learned.start(policy.classifier.refresh_interval)
+            classifier = learned
         return cls(policy, gates=gates, greylist=greylist, store=store, classifier=classifier,
                    config_loader=lambda: load_config(config.path, config.state_dir))
 
@@ -234,7 +235,7 @@ class Engine:
 
     def link_findings(self, views: MessageViews) -> list[Finding]:
         """URI blocklist answers about the message's links (gates/uribl.py)."""
-        if self.gates is None or getattr(self.gates, "uribl", None) is None:
+        if self.gates is None:
             return []
         return self.gates.on_message(views)
 
@@ -317,7 +318,7 @@ class Engine:
 
     def close(self) -> None:
         self._stop.set()
-        parts: tuple[GateChecks | GreylistCheck | HitSink | Any, ...] = (
+        parts: tuple[GateChecks | GreylistCheck | HitSink | MessageClassifier | None, ...] = (
             self.gates, self.greylist, self.store, self.classifier)
         for part in parts:
             if part is None:

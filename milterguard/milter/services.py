@@ -9,10 +9,14 @@ so the session stays testable without them.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from milterguard.smtpinfo import ClientInfo
 from milterguard.verdict import Finding, Hit
+
+if TYPE_CHECKING:
+    from milterguard.classifier.settings import ClassifierSettings
+    from milterguard.content.views import MessageViews
 
 
 class GateChecks(Protocol):
@@ -28,6 +32,10 @@ class GateChecks(Protocol):
     def on_mail(self, client: ClientInfo, sender: str) -> list[Finding]: ...
 
     def on_rcpt(self, client: ClientInfo, sender: str, rcpt: str) -> list[Finding]: ...
+
+    def on_message(self, views: MessageViews) -> list[Finding]:
+        """End of message: checks of the content's links (URI blocklists)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -58,6 +66,17 @@ class StageMetrics(Protocol):
     def stage_latency(self, stage: str, seconds: float) -> None: ...
 
 
+class MessageClassifier(Protocol):
+    """The statistical classifier's learned counts (classifier/runtime.py:
+    ``Classifier``), asked once per message at end of message."""
+
+    def findings(self, settings: ClassifierSettings, views: MessageViews) -> list[Finding]:
+        """The band this message falls in, as findings (none while it learns)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class NoGates:
     """Gates that find nothing: an engine built without DNS checks."""
 
@@ -71,6 +90,9 @@ class NoGates:
         return []
 
     def on_rcpt(self, client: ClientInfo, sender: str, rcpt: str) -> list[Finding]:
+        return []
+
+    def on_message(self, views: MessageViews) -> list[Finding]:
         return []
 
     def close(self) -> None:

@@ -247,8 +247,8 @@ class Session:
             elif score >= policy.tag_score or verdict.action == Action.TAG:
                 verdict = result.verdict = Verdict(Action.TAG, None, "eom")
         if verdict.action == Action.QUARANTINE:
-            ids = [f.rule_id for f in enforced if f.action == Action.QUARANTINE]
-            result.quarantine = "milterguard: " + ",".join(ids)
+            held_by = [f.rule_id for f in enforced if f.action == Action.QUARANTINE]
+            result.quarantine = "milterguard: " + ",".join(held_by)
         if verdict.action in (Action.CONTINUE, Action.TAG, Action.ACCEPT, Action.QUARANTINE):
             self._header_edits(msg, result, enforced, score)
         self._log_message(verdict, "eom")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from milterguard.store import engines
-from milterguard.store.engines import ERRORS  # callers catch db.ERRORS
+from milterguard.store.engines import ERRORS as ERRORS  # re-exported: callers catch db.ERRORS
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def entries_from_bans(bans: Iterable[Any], now: float) -> list[ExportEntry]:
                        key=lambda e: (int(e.network.network_address), e.network.prefixlen))
         current: ExportEntry | None = None
         for entry in items:
-            if current is not None and entry.network.subnet_of(current.network):  # type: ignore[arg-type]
+            if current is not None and entry.network.subnet_of(current.network):  # type: ignore[arg-type]  # same version: sorted by it above
                 if entry.remaining > current.remaining:
                     current = ExportEntry(current.network, entry.remaining, current.reason,
                                           current.category)

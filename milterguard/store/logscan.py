@@ -25,7 +25,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from milterguard.store import db
 from milterguard.store.hits import HITS_SCHEMA, insert_hits
@@ -143,9 +143,9 @@ def _parse_time(m: re.Match[str], now: float) -> float:
     # read in January).
     year = datetime.datetime.fromtimestamp(now).year
     month = _MONTHS.get(m.group("mon").lower(), 1)
-    hms = [int(x) for x in m.group("hms").split(":")]
+    hour, minute, second = (int(x) for x in m.group("hms").split(":"))
     try:
-        stamp = datetime.datetime(year, month, int(m.group("day")), *hms)
+        stamp = datetime.datetime(year, month, int(m.group("day")), hour, minute, second)
     except ValueError:
         return now
     ts = stamp.timestamp()
@@ -203,7 +203,7 @@ def _reject_hit(m: re.Match[str], ts: float, daemon: str) -> Hit | None:
             if rid == "postfix.dnsbl":
                 rule_id = f"postfix.dnsbl:{km.group(1)}"
             break
-    fields = {k: (p.search(text).group(1) if p.search(text) else "") for k, p in _FIELD.items()}
+    fields = {k: (found.group(1) if (found := p.search(text)) else "") for k, p in _FIELD.items()}
     reason = text.split("; from=<", 1)[0].split(", from=<", 1)[0]
     code = m.group("code")
     return Hit(rule_id=rule_id, category=category,
@@ -325,8 +325,8 @@ class LogScanner:
         return None
 
 
-def _whole_lines(handle: "os.PathLike[bytes] | object") -> Iterator[bytes]:
-    for raw in handle:  # type: ignore[attr-defined]
+def _whole_lines(handle: Iterable[bytes]) -> Iterator[bytes]:
+    for raw in handle:
         if not raw.endswith(b"\n"):
             return
         yield raw
