@@ -29,23 +29,22 @@ import resource
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
-from bench_postfix import MESSAGE  # noqa: E402
-from bench_session import CONFIG, run_one, split_message  # noqa: E402
-from bench_stages import RECEIVED  # noqa: E402
-from milterguard.classifier.model import classify  # noqa: E402
-from milterguard.classifier.runtime import Classifier  # noqa: E402
-from milterguard.classifier.tokendb import TokenWriter, message_digest, open_tokendb  # noqa: E402
-from milterguard.classifier.tokens import tokenize  # noqa: E402
-from milterguard.config import load_config  # noqa: E402
-from milterguard.content.views import MessageViews  # noqa: E402
-from milterguard.milter.engine import Engine  # noqa: E402
+from bench_postfix import MESSAGE
+from bench_session import CONFIG, run_one, split_message
+from bench_stages import RECEIVED
+from milterguard.classifier.model import classify
+from milterguard.classifier.runtime import Classifier
+from milterguard.classifier.tokendb import TokenWriter, message_digest, open_tokendb
+from milterguard.classifier.tokens import tokenize
+from milterguard.config import load_config
+from milterguard.content.views import MessageViews
+from milterguard.milter.engine import Engine
 
 WORDS = [f"{a}{b}{c}" for a in "bcdfglmnprst" for b in "aeiou" for c in "klmnprst"]
 
@@ -95,7 +94,7 @@ def per_message(messages: int, rounds: int) -> None:
         views = MessageViews(headers, body, 1 << 20)
         score = on.classifier.score(on.policy.classifier, views)
         best = {name: float("inf") for name in engines}
-        for name, engine in engines.items():      # warm caches and lazy compiles
+        for engine in engines.values():      # warm caches and lazy compiles
             for _ in range(50):
                 run_one(engine, headers, body)
         for _ in range(rounds):
