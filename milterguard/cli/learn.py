@@ -24,6 +24,7 @@ from milterguard.config import load_config
 from milterguard.content.views import MessageViews
 from milterguard.replay.message import parse_message
 from milterguard.replay.mailboxes import MailSource, mail_sources
+from milterguard.store.engines import describe
 
 HELP = """\
 Learn messages as spam (--spam) or ham (--ham) for the statistical
@@ -156,7 +157,7 @@ def learn(args: argparse.Namespace) -> int:
     min_spam = config.get("classifier.min_spam", 200)
     min_ham = config.get("classifier.min_ham", 200)
     ready = counts.spam >= min_spam and counts.ham >= min_ham
-    print(f"database {config.database}: {counts.spam} spam, {counts.ham} ham, "
+    print(f"database {describe(config.database)}: {counts.spam} spam, {counts.ham} ham, "
           f"{len(counts.tokens)} tokens; classifier "
           + ("active" if ready else f"inactive until {min_spam} spam and {min_ham} ham"))
     return 1 if summary.unreadable else 0

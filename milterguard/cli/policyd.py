@@ -22,6 +22,7 @@ from milterguard.config import load_config
 from milterguard.errors import MilterguardError
 from milterguard.greylist.triplets import Greylist
 from milterguard.greylist.policyd import PolicyServer, parse_listen, serve
+from milterguard.store.engines import describe
 
 log = logging.getLogger("milterguard.policyd")
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         serve(server, stop, on_ready=lambda: log.info(
             "event=policyd-listening listen=%s:%d database=%s delay=%g retry_window=%g"
-            " lifetime=%g", *server.server_address[:2], config.database,
+            " lifetime=%g", *server.server_address[:2], describe(config.database),
             s.delay, s.retry_window, s.lifetime))
     finally:
         greylist.close()

@@ -12,6 +12,7 @@ from milterguard.config import Config, load_config
 from milterguard.errors import ConfigErrors, MilterguardError
 from milterguard.logsetup import setup_logging
 from milterguard.socketspec import SocketSpec, parse_socket_spec
+from milterguard.store.engines import describe
 
 log = logging.getLogger("milterguard.daemon")
 
@@ -89,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
     # The socket must be reachable by Postfix's smtpd (another user):
     # access is controlled by the directory it lives in.
     old_umask = os.umask(0o000)
-    log.info("event=start socket=%s rules=%d state_dir=%s pid=%d", listen.libmilter(),
-             len(engine.policy.ruleset), config.state_dir, os.getpid())
+    log.info("event=start socket=%s rules=%d state_dir=%s database=%s host=%s pid=%d",
+             listen.libmilter(), len(engine.policy.ruleset), config.state_dir,
+             describe(config.database), config.host_name, os.getpid())
     metrics = None
     try:
         if config.get("metrics.listen"):
