@@ -3,7 +3,7 @@
 Admins need "rules/pharmacy.yaml:14: rule pharm-1: field action: ..." rather
 than a bare KeyError, so mappings and lists loaded here carry their file and
 the line of each key/item. The typed readers on ``LDict`` (flag, number,
-integer, duration, strings, networks) are the one place where a config
+integer, duration, strings, networks, listen_address) are the one place where a config
 field is checked and turned into a value, so every component reports a bad
 field the same way.
 """
@@ -18,6 +18,7 @@ from milterguard.clientaddr import IPNetwork, parse_network
 from milterguard.duration import HINT as DURATION_HINT
 from milterguard.duration import DurationError, parse_duration
 from milterguard.errors import ConfigError
+from milterguard.listenaddr import parse_listen_address
 
 
 class LDict(dict[Any, Any]):
@@ -88,6 +89,16 @@ class LDict(dict[Any, Any]):
             except ValueError as exc:
                 raise self.error(str(exc), key) from None
         return out
+
+    def listen_address(self, key: str, default: str = "") -> tuple[str, int] | None:
+        """Where a service of ours listens (listenaddr.py); "" = it does not."""
+        value = self.get(key, default)
+        if value in (None, "", False):
+            return None
+        try:
+            return parse_listen_address(str(value))
+        except ValueError as exc:
+            raise self.error(str(exc), key) from None
 
     def error(self, message: str, key: Any = None, rule: str | None = None) -> ConfigError:
         """A ConfigError pointing at this mapping, or at one of its keys."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from typing import Any
 
@@ -21,7 +20,9 @@ from milterguard.cli.main import add_config_arguments
 from milterguard.config import load_config
 from milterguard.errors import MilterguardError
 from milterguard.greylist.triplets import Greylist
-from milterguard.greylist.policyd import PolicyServer, parse_listen, serve
+from milterguard.greylist.policyd import PolicyServer, serve
+from milterguard.listenaddr import parse_listen_address
+from milterguard.logsetup import LEVELS, setup_logging
 from milterguard.store.engines import describe
 
 log = logging.getLogger("milterguard.policyd")
@@ -36,25 +37,27 @@ def add_parser(subparsers: Any) -> None:
                              " 127.0.0.1:60000)")
     add_config_arguments(parser)
     parser.add_argument("--log-level", default=None,
-                        choices=["debug", "info", "warning", "error"])
+                        choices=LEVELS)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.state_dir)
-    level = (args.log_level or str(config.get("logging.level", "info"))).upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(name)s level=%(levelname)s %(message)s")
+    # The daemon's own log set-up: the same formats and target as `run`.
+    logging_cfg = config.section("logging")
+    setup_logging(args.log_level or str(logging_cfg.get("level", "info")),
+                  str(logging_cfg.get("target", "stderr")))
     greylist = Greylist.from_config(config)
-    listen = args.listen or greylist.settings.policyd_listen
-    try:
-        address = parse_listen(listen)
-    except ValueError as exc:
-        raise MilterguardError(str(exc)) from None
+    address = greylist.settings.policyd_listen
+    if args.listen:
+        try:
+            address = parse_listen_address(args.listen)
+        except ValueError as exc:
+            raise MilterguardError(f"--listen: {exc}") from None
     try:
         server = PolicyServer(address, greylist)
     except OSError as exc:
-        raise MilterguardError(f"cannot listen on {listen}: {exc}") from None
+        raise MilterguardError(f"cannot listen on {address[0]}:{address[1]}: {exc}") from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())

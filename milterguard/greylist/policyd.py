@@ -177,17 +177,6 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         return action
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``127.0.0.1:60000``, ``[::1]:60000`` or ``60000`` (loopback)."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", text
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"bad listen address {text!r}: want HOST:PORT")
-    return host, int(port)
-
-
 def serve(server: PolicyServer, stop: threading.Event,
           on_ready: Callable[[], None] | None = None) -> None:
     """Serve until ``stop`` is set; cleanup of expired entries runs meanwhile."""

@@ -24,7 +24,7 @@ class GreylistSettings:
     allow_sender_domains: frozenset[str] = frozenset()
     allow_recipients: frozenset[str] = frozenset()   # "user@dom" or "@dom"
     cleanup_interval: float = 3600.0
-    policyd_listen: str = "127.0.0.1:60000"
+    policyd_listen: tuple[str, int] = ("127.0.0.1", 60000)
     on_store_error: str = "pass"        # or "tempfail": the database did not answer
 
     @property
@@ -45,9 +45,9 @@ class GreylistSettings:
         on_store_error = section.get("on_store_error", "pass")
         if on_store_error not in ("pass", "tempfail"):
             raise section.error("must be pass or tempfail", "on_store_error")
-        listen = section.get("policyd_listen", "127.0.0.1:60000")
-        if not isinstance(listen, str) or ":" not in listen:
-            raise section.error("must be HOST:PORT", "policyd_listen")
+        listen = section.listen_address("policyd_listen", "127.0.0.1:60000")
+        if listen is None:
+            raise section.error("must be an address to listen on", "policyd_listen")
 
         allow = section.get("allow") or LDict()
         if not isinstance(allow, LDict):

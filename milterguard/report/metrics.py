@@ -261,31 +261,9 @@ class Metrics:
             self._server = None
 
 
-def parse_listen(section: Any, key: str = "listen") -> tuple[str, int] | None:
-    """``"9899"``, ``"127.0.0.1:9899"``, ``"[::1]:9899"`` -> (host, port); "" -> None."""
-    value = section.get(key, "")
-    if value in (None, "", False):
-        return None
-    text = str(value).strip()
-    host = "127.0.0.1"
-    port_text = text
-    if text.startswith("["):
-        host, _, port_text = text[1:].partition("]:")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    try:
-        port = int(port_text)
-        if not 0 <= port <= 65535 or not host:
-            raise ValueError
-    except ValueError:
-        raise section.error('must be "PORT", "HOST:PORT" or "[V6]:PORT" '
-                            '(empty = no listener)', key) from None
-    return host, port
-
-
 def start_from_config(config: Any, engine: Any) -> Metrics | None:
     """Attach metrics to the engine and listen, if ``metrics.listen`` is set."""
-    listen = parse_listen(config.section("metrics"))
+    listen = config.section("metrics").listen_address("listen")
     if listen is None:
         return None
     metrics = Metrics()

@@ -71,3 +71,4 @@ def test_readers_name_file_line_and_field(section, call, line, field, words):
     err = info.value
     assert (err.file, err.line, err.field) == ("site.yaml", line, field)
     assert words in str(err)
+

@@ -8,10 +8,12 @@ import threading
 
 import pytest
 
+from milterguard.errors import ConfigError
 from milterguard.greylist.settings import GreylistSettings
+from milterguard.greylist.policyd import (MAX_LINE, PolicyRequest, PolicyServer, policy_action,
+                                          read_request, serve)
 from milterguard.greylist.triplets import Greylist
-from milterguard.greylist.policyd import (MAX_LINE, PolicyRequest, PolicyServer, parse_listen,
-                                 policy_action, read_request, serve)
+from milterguard.yamlsrc import load_yaml_text
 
 
 class Clock:
@@ -209,9 +211,12 @@ def test_policy_action_without_network(tmp_path, clock):
         greylist.close()
 
 
-def test_parse_listen():
-    assert parse_listen("127.0.0.1:60000") == ("127.0.0.1", 60000)
-    assert parse_listen("[::1]:10023") == ("::1", 10023)
-    assert parse_listen("10023") == ("127.0.0.1", 10023)
-    with pytest.raises(ValueError):
-        parse_listen("localhost:port")
+def test_policyd_listen_setting():
+    def read(text: str) -> GreylistSettings:
+        section = load_yaml_text(f"greylist:\n  policyd_listen: {text!r}\n", "site.yaml")
+        return GreylistSettings.from_section(section["greylist"])
+
+    assert read("[::1]:10023").policyd_listen == ("::1", 10023)
+    assert read("10023").policyd_listen == ("127.0.0.1", 10023)
+    with pytest.raises(ConfigError, match="site.yaml:2: field policyd_listen"):
+        read("localhost:port")

@@ -128,16 +128,16 @@ def test_active_bans_without_table(tmp_path):
 @pytest.mark.parametrize("text,expected", [
     ('""', None), ('"9899"', ("127.0.0.1", 9899)), ('"127.0.0.2:9000"', ("127.0.0.2", 9000)),
     ('"[::1]:9899"', ("::1", 9899)), ("9899", ("127.0.0.1", 9899))])
-def test_parse_listen(text, expected):
+def test_listen_setting(text, expected):
     section = load_yaml_text(f"listen: {text}\n", "site.yaml")
-    assert mmod.parse_listen(section) == expected
+    assert section.listen_address("listen") == expected
 
 
-def test_parse_listen_error_names_file_and_line():
+def test_listen_setting_error_names_file_and_line():
     section = load_yaml_text("x: 1\nlisten: nonsense:port\n", "site.yaml")
     with pytest.raises(MilterguardError) as exc:
-        mmod.parse_listen(section)
-    assert "site.yaml" in str(exc.value) and "2" in str(exc.value)
+        section.listen_address("listen")
+    assert "site.yaml:2: field listen" in str(exc.value)
 
 
 def test_http_listener_on_loopback():
