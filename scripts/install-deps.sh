@@ -67,7 +67,8 @@ if [ "$purpose" = test ]; then
         python3-milter python3-regex python3-yaml python3-dnspython \
         python3-prometheus-client python3-psycopg
     # The Debian package: build, lint, install into a throw-away root.
-    want_pkgs debhelper dh-python lintian mmdebstrap
+    # (debian/control's Build-Depends: dpkg-buildpackage checks them.)
+    want_pkgs debhelper dh-python pybuild-plugin-pyproject python3-all lintian mmdebstrap
     # logscan's journal source: real journal files written by the test.
     want_pkgs systemd systemd-journal-remote
 fi
