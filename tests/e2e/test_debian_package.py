@@ -25,16 +25,17 @@ from typing import Iterator
 import pytest
 
 from tests import REPO_ROOT as REPO
+from tests.debcontrol import control_field
 from tests.e2e.postfix import MilterProcess
 from tests.e2e.sourcetree import copy_tree
 
 CACHE_DIR = "/var/cache/milterguard-tests"
 SUITE = "bookworm"
 APT_SOURCES = "/etc/apt/sources.list.d/debian.sources"
-#: The package's Depends (debian/control), so dpkg -i needs no network.
-ROOT_PACKAGES = ("python3", "python3-milter", "python3-regex", "python3-yaml",
-                 "python3-dnspython", "python3-prometheus-client", "python3-psycopg",
-                 "publicsuffix", "adduser")
+
+
+#: The package's Depends, so dpkg -i needs no network, and python3 itself.
+ROOT_PACKAGES = tuple(sorted({"python3", *control_field("Depends")}))
 #: A Debian build runs with Debian's python3, whatever a developer's PATH says.
 BUILD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 SOCKET = "/var/spool/postfix/milterguard/milterguard.sock"

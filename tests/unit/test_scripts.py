@@ -7,6 +7,7 @@ the real installs run whenever `make` meets a machine that lacks a package.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 
@@ -78,3 +79,14 @@ def test_apt_get_wait_passes_other_failures_through(tmp_path):
     assert proc.returncode == 100
     assert "Unable to locate package nosuch" in proc.stderr
     assert "waiting" not in proc.stderr
+
+
+def test_install_deps_installs_every_build_dependency():
+    """dpkg-buildpackage refuses to build without them (the Debian package test)."""
+    from tests.debcontrol import control_field
+    with open(os.path.join(REPO, "scripts", "install-deps.sh"), encoding="utf-8") as fh:
+        script = fh.read()
+    for name in control_field("Build-Depends"):
+        if name == "debhelper-compat":
+            name = "debhelper"
+        assert re.search(rf"[\s(]{re.escape(name)}(\s|$)", script), name
