@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 
 import pytest
 
-from milterguard.content import decode, mime, urls as urls_mod, views as views_mod
-from milterguard.content.decode import decode_bytes, decode_header_value
-from milterguard.content.urls import url_host
+from milterguard.content import decode, mime, views as views_mod
 from milterguard.content.views import MessageViews
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "views")
@@ -38,38 +35,6 @@ def load(name: str, max_bytes: int = 1 << 20) -> MessageViews:
 
 # -- headers -------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, expected", [
-    ("=?utf-8?B?Q2hlYXAgdmlhZ3Jh?=", "Cheap viagra"),
-    ("=?ISO-8859-1?Q?Gr=FC=DFe_aus_K=F6ln?=", "Grüße aus Köln"),
-    ("=?koi8-r?B?8NLJ18XU?=", "Привет"),
-    ("=?windows-1251?Q?=CF=F0=E8=E2=E5=F2?=", "Привет"),
-    ("=?shift_jis?B?g2WDWINn?=", "テスト"),
-    ("=?gb2312?B?1tDOxA==?=", "中文"),
-    ("=?utf-8*en?Q?lang_suffix?=", "lang suffix"),
-    # Whitespace between adjacent encoded words is dropped, not between text.
-    ("=?utf-8?Q?a?= =?utf-8?Q?b?= c", "ab c"),
-    ("prefix =?utf-8?q?x?=", "prefix x"),
-])
-def test_rfc2047_in_any_charset(raw: str, expected: str) -> None:
-    assert decode_header_value(raw) == expected
-
-
-def test_bad_encodings_are_tolerated() -> None:
-    # Unknown charset, broken base64, invalid utf-8 bytes, unterminated word.
-    assert decode_header_value("=?x-nonsense?Q?plain?=") == "plain"
-    assert decode_header_value("=?utf-8?B?Q2hlYXA?=") == "Cheap"          # missing padding
-    assert decode_header_value("=?utf-8?B?Q2hl!!YXA=?=") == "Cheap"
-    assert "caf" in decode_header_value("=?utf-8?Q?caf=E9?=")              # latin-1 byte in utf-8
-    assert decode_header_value("=?utf-8?Q?never ends") == "=?utf-8?Q?never ends"
-
-
-def test_raw_8bit_header_bytes_decode() -> None:
-    # pymilter hands undecodable bytes as surrogate escapes.
-    value = "Gr\xfc\xdfe".encode("latin-1").decode("utf-8", "surrogateescape")
-    assert decode_header_value(value) == "Grüße"
-    assert decode_header_value(b"caf\xc3\xa9") == "café"
-
-
 def test_header_views_decoded_raw_and_counts() -> None:
     headers = [("Subject", "=?utf-8?B?Q2hlYXA=?=\n\t=?utf-8?B?IHdhdGNoZXM=?="),
                ("Received", "from a.example"), ("Received", "from b.example")]
@@ -90,12 +55,12 @@ def test_folding_is_removed() -> None:
 
 
 def test_huge_header_is_bounded() -> None:
-    huge = "=?utf-8?B?" + base64.b64encode(b"x" * 3000).decode() + "?= " + "y" * 2_000_000
-    start = time.perf_counter()
+    # Only the first MAX_HEADER_BYTES are decoded (a hang would be caught by
+    # the suite's per-test timeout, not by timing it here).
+    word = "=?utf-8?B?" + base64.b64encode(b"x" * 3000).decode() + "?="
+    huge = word + " " + "y" * 2_000_000
     text = MessageViews([("Subject", huge)], b"", 1000).texts("header:subject")[0]
-    assert len(text) <= decode.MAX_HEADER_BYTES
-    assert text.startswith("xxx")
-    assert time.perf_counter() - start < 5  # generous: a hang is the failure
+    assert text == "x" * 3000 + " " + "y" * (decode.MAX_HEADER_BYTES - len(word) - 1)
 
 
 # -- body ------------------------------------------------------------------------
@@ -261,19 +226,6 @@ def test_unknown_target_is_empty() -> None:
     assert MessageViews([], b"x", 10).texts("nonsense") == []
 
 
-def test_decode_bytes_fallbacks() -> None:
-    assert decode_bytes(b"\xe4", None) == "ä"
-    assert decode_bytes("ä".encode(), "latin-1") == "ä"       # utf-8 mislabelled latin-1
-    assert decode_bytes(b"\x81ok", "utf-8") == "ok"           # undecodable byte dropped
-
-
-def test_url_host() -> None:
-    assert url_host("https://u:p@Shop.Example.COM:8080/x") == "shop.example.com"
-    assert url_host("www.example.org/a") == "www.example.org"
-    assert url_host("http://xn--bcher-kva.example/") == "bücher.example"
-    assert url_host("mailto:someone@example.com") is None
-
-
 def test_attached_eml_with_a_name_is_walked() -> None:
     body = (b"--o\nContent-Type: message/rfc822; name=\"fwd.eml\"\n"
             b"Content-Disposition: attachment; filename=\"fwd.eml\"\n\n"
@@ -292,27 +244,6 @@ def test_set_body_keeps_header_views_and_recomputes_body_views():
     assert v.texts("header:Subject") == ["café"]
     assert v.texts("body") == MessageViews(headers, b"hello body\r\n").texts("body")
     assert v.texts("body:raw") == ["hello body\r\n"]
-
-
-@pytest.mark.parametrize("text, urls", [
-    ("Visit WWW.Example.com/x or HTTPS://Site.example/\u00c9 now",
-     ["WWW.Example.com/x", "HTTPS://Site.example/\u00c9"]),
-    ("Kelvin \u212a http://a.example \u00c9WWW.b.example caf\u00e9", ["http://a.example"]),
-    ("\u03a3 ftp://f.example/\u03a3\u03a3 xwww.no.example www.yes.example", ["ftp://f.example/\u03a3\u03a3", "www.yes.example"]),
-    # U+0130 lowers to two characters; text_urls keeps str.lower's positions there.
-    ("\u0130\u0130 http://c.example/x", ["tp://c.example/x"]),
-    ("bad \udc80 http://d.example", ["http://d.example"]),
-])
-def test_text_urls_on_non_ascii_text(text: str, urls: list[str]) -> None:
-    assert urls_mod.text_urls(text) == urls
-
-
-def test_searchable_lower_only_differs_from_lower_off_ascii() -> None:
-    text = "Caf\u00c9 WWW.X HTTP:// \u03a3\u00c4"
-    low = urls_mod._searchable_lower(text)
-    assert len(low) == len(text.lower())
-    for mine, real in zip(low, text.lower()):
-        assert mine == real or (not mine.isascii() and mine.lower() == real)
 
 
 def test_message_content_fields_come_from_the_header_index() -> None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 
-import pytest
 import regex
 import yaml
 
 from milterguard.cli.main import main
 from milterguard.ruleset.postfix_import import convert_table
-from milterguard.ruleset.postfix_patterns import translate_posix
 from milterguard.ruleset.rules import load_rule_file
 
 HEADER_TABLE = """\
@@ -107,20 +105,6 @@ def test_pcre_table() -> None:
     assert q.search("Subject: a.b") and not q.search("Subject: axb")
     assert compiled(conv.rules[1]).search("From: x\n foo")
     assert compiled(conv.rules[2]).search("To: bob A")
-
-
-@pytest.mark.parametrize("posix, subject, matches", [
-    (r"[\.]x", "\\x", True),           # a backslash is literal inside POSIX brackets
-    (r"[\.]x", ".x", True),
-    (r"[]a]", "]", True),
-    (r"\<foo\>", "a foo b", True),
-    (r"\<foo\>", "afoo", False),
-    (r"a.b", "a\nb", True),            # no REG_NEWLINE: dot matches newline
-    (r"(ab)\1", "abab", True),
-])
-def test_translate_posix(posix: str, subject: str, matches: bool) -> None:
-    pattern, _ = translate_posix(posix)
-    assert bool(regex.search(pattern, subject)) is matches
 
 
 def test_basic_syntax_with_x_flag() -> None:
