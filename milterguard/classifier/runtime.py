@@ -25,12 +25,13 @@ from milterguard.classifier.tokendb import (TokenWriter, load_counts, message_di
                                             open_tokendb)
 from milterguard.classifier.tokens import tokenize
 from milterguard.content.views import MessageViews
-from milterguard.store import db
-from milterguard.store.engines import error_text
+from milterguard.store.engines import ERRORS, error_text
 from milterguard.verdict import Finding
 
 log = logging.getLogger("milterguard.classifier")
 
+#: What a database outage raises (either engine), or a vanished file.
+_LOAD_ERRORS: tuple[type[BaseException], ...] = (*ERRORS, OSError)
 #: Clues named in a finding's detail (the log line and the hit record).
 DETAIL_CLUES = 5
 #: Auto-learned messages waiting for the writer; beyond this they are dropped.
@@ -54,7 +55,7 @@ class Classifier:
         self.refresh_interval = 5.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._learn_queue: queue.Queue = queue.Queue(AUTOLEARN_QUEUE)
+        self._learn_queue: queue.Queue[tuple[str, set[str], str]] = queue.Queue(AUTOLEARN_QUEUE)
         self.autolearn_dropped = 0
 
     # -- loading -----------------------------------------------------------
@@ -90,11 +91,12 @@ class Classifier:
                 first = self.counts is None
                 started = time.monotonic()
                 self.load(conn)
-                if first:
+                counts = self.counts
+                if first and counts is not None:
                     log.info("event=classifier-ready tokens=%d spam=%d ham=%d seconds=%.2f",
-                             len(self.counts.tokens), self.counts.spam, self.counts.ham,
+                             len(counts.tokens), counts.spam, counts.ham,
                              time.monotonic() - started)
-            except (*db.ERRORS, OSError) as exc:   # an outage must not end the thread
+            except _LOAD_ERRORS as exc:   # an outage must not end the thread
                 log.error("event=classifier-load-failed error=%r", error_text(exc))
                 if conn is not None:
                     conn.close()
@@ -116,9 +118,10 @@ class Classifier:
 
     def score(self, settings: ClassifierSettings, views: MessageViews) -> Score | None:
         """The message's score, or None while the classifier may not act."""
-        if not self.ready(settings):
+        counts = self.counts
+        if counts is None or not self.ready(settings):
             return None
-        return classify(tokenize(views), self.counts, settings.tuning)
+        return classify(tokenize(views), counts, settings.tuning)
 
     def findings(self, settings: ClassifierSettings, views: MessageViews) -> list[Finding]:
         if not settings.bands:

@@ -14,6 +14,7 @@ says is ham). Part of the Policy snapshot: a config edit re-reads it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from milterguard.classifier.model import Tuning
 from milterguard.errors import ConfigError, ConfigErrors
@@ -54,8 +55,8 @@ class ClassifierSettings:
     bands: tuple[Band, ...] = ()
     refresh_interval: float = 5.0
     autolearn: bool = False
-    autolearn_spam: float = 0.999
-    autolearn_ham: float = 0.001
+    autolearn_spam: float = 0.9999
+    autolearn_ham: float = 0.0001
 
     def band(self, probability: float) -> Band | None:
         for band in self.bands:
@@ -64,32 +65,44 @@ class ClassifierSettings:
         return None
 
     @classmethod
-    def from_config(cls, config) -> "ClassifierSettings":
+    def from_config(cls, config: Any) -> "ClassifierSettings":
         section = config.section("classifier")
         errors: list[ConfigError] = []
 
-        def guard(fn, *args):
+        # Every field is read even after a bad one, so the admin sees all
+        # errors at once; a bad field's default only stands in until then.
+        def number(where: LDict, key: str, default: float, low: float, high: float,
+                   unit: str = "") -> float:
             try:
-                return fn(*args)
+                return where.number(key, default, low, high, unit)
             except ConfigError as exc:
                 errors.append(exc)
-                return None
+                return default
 
-        enabled = guard(section.flag, "enabled", True)
-        min_spam = guard(section.number, "min_spam", 200, 0, 1e9, "messages")
-        min_ham = guard(section.number, "min_ham", 200, 0, 1e9, "messages")
-        strength = guard(section.number, "unknown_strength", 0.45, 0.01, 100)
-        min_strength = guard(section.number, "min_strength", 0.25, 0.0, 0.5)
-        max_tokens = guard(section.number, "max_tokens", 150, 1, 10000, "tokens")
-        refresh = guard(section.number, "refresh_interval", 5.0, 0.1, 86400, "seconds")
-        auto = section.get("autolearn") or LDict()
-        if not isinstance(auto, dict):
+        def flag(where: LDict, key: str, default: bool) -> bool:
+            try:
+                return where.flag(key, default)
+            except ConfigError as exc:
+                errors.append(exc)
+                return default
+
+        enabled = flag(section, "enabled", True)
+        min_spam = number(section, "min_spam", 200, 0, 1e9, "messages")
+        min_ham = number(section, "min_ham", 200, 0, 1e9, "messages")
+        strength = number(section, "unknown_strength", 0.45, 0.01, 100)
+        min_strength = number(section, "min_strength", 0.25, 0.0, 0.5)
+        max_tokens = number(section, "max_tokens", 150, 1, 10000, "tokens")
+        refresh = number(section, "refresh_interval", 5.0, 0.1, 86400, "seconds")
+        auto = section.get("autolearn")
+        if auto is None:
+            auto = LDict()
+        if not isinstance(auto, LDict):
             errors.append(section.error("must be a mapping", "autolearn"))
             auto = LDict()
-        auto_on = guard(auto.flag, "enabled", False) if isinstance(auto, LDict) else False
-        auto_spam = guard(auto.number, "spam_above", 0.999, 0.5, 1.0) if isinstance(auto, LDict) else 0.999
-        auto_ham = guard(auto.number, "ham_below", 0.001, 0.0, 0.5) if isinstance(auto, LDict) else 0.001
-        bands = []
+        auto_on = flag(auto, "enabled", False)
+        auto_spam = number(auto, "spam_above", 0.9999, 0.5, 1.0)
+        auto_ham = number(auto, "ham_below", 0.0001, 0.0, 0.5)
+        bands: list[Band] = []
         raw_bands = section.get("bands", [])
         if not isinstance(raw_bands, list):
             errors.append(section.error("must be a list of bands", "bands"))
@@ -107,15 +120,14 @@ class ClassifierSettings:
             bands.append(band)
         if errors:
             raise ConfigErrors(errors)
-        return cls(enabled=bool(enabled), min_spam=int(min_spam), min_ham=int(min_ham),
+        return cls(enabled=enabled, min_spam=int(min_spam), min_ham=int(min_ham),
                    tuning=Tuning(unknown_strength=strength, min_strength=min_strength,
                                  max_tokens=int(max_tokens)),
                    bands=tuple(bands), refresh_interval=float(refresh),
-                   autolearn=bool(auto_on), autolearn_spam=float(auto_spam),
-                   autolearn_ham=float(auto_ham))
+                   autolearn=auto_on, autolearn_spam=auto_spam, autolearn_ham=auto_ham)
 
 
-def _parse_band(section: LDict, item) -> Band:
+def _parse_band(section: LDict, item: Any) -> Band:
     if not isinstance(item, LDict):
         raise section.error("each band must be a mapping (id, min, max, action or score)",
                             "bands")

@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from milterguard.classifier.model import Counts
 from milterguard.store import db
@@ -88,7 +88,7 @@ def open_tokendb(database: str, timeout: float = 30.0) -> Any:
 class TokenWriter:
     """Learns and forgets messages in batches: one transaction per batch."""
 
-    def __init__(self, conn: Any, clock=time.time) -> None:
+    def __init__(self, conn: Any, clock: Callable[[], float] = time.time) -> None:
         self.conn = conn
         self.clock = clock
         self._deltas: dict[str, list[int]] = {}
@@ -193,4 +193,4 @@ def load_counts(conn: Any, counts: Counts | None = None,
 
 
 def current_serial(conn: Any) -> int:
-    return conn.execute("SELECT serial FROM bayes_serial WHERE id = 1").fetchone()[0]
+    return int(conn.execute("SELECT serial FROM bayes_serial WHERE id = 1").fetchone()[0])

@@ -192,14 +192,20 @@ class Engine:
         gates = Gates.from_config(config)
         greylist = Greylist.from_config(config)
         store = HitStore.from_config(config) if with_store else None
-        classifier: MessageClassifier | None = None
-        if policy.classifier.enabled:
-            from milterguard.classifier.runtime import Classifier
-            learned = Classifier(config.database, clock=time.time)
-            learned.start(policy.classifier.refresh_interval)
-            classifier = learned
-        return cls(policy, gates=gates, greylist=greylist, store=store, classifier=classifier,
-                   config_loader=lambda: load_config(config.path, config.state_dir))
+        engine = cls(policy, gates=gates, greylist=greylist, store=store,
+                     config_loader=lambda: load_config(config.path, config.state_dir))
+        engine._start_classifier()
+        return engine
+
+    def _start_classifier(self) -> None:
+        """Load the learned counts in the background once the classifier is
+        on (at start, or when a config edit switches it on)."""
+        if self.classifier is not None or not self.policy.classifier.enabled:
+            return
+        from milterguard.classifier.runtime import Classifier
+        learned = Classifier(self.policy.config.database, clock=time.time)
+        learned.start(self.policy.classifier.refresh_interval)
+        self.classifier = learned
 
     # -- what sessions call ------------------------------------------------
 
@@ -296,7 +302,10 @@ class Engine:
             self.reload_failures += 1
             log.error("event=reload-failed error=%r action=kept-previous-rules", str(exc))
             return False
+        switched_on = policy.classifier.enabled and not self.policy.classifier.enabled
         self.policy = policy
+        if switched_on:
+            self._start_classifier()
         self._mtimes = self._snapshot_mtimes(policy)
         self.reloads += 1
         log.info("event=reload rules=%d files=%d", len(policy.ruleset), len(policy.ruleset.sources))

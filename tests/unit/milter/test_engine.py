@@ -144,3 +144,19 @@ def test_parts_are_called_through_their_interfaces_and_all_closed(tmp_path, capl
     assert calls == [("gates", "connect", "192.0.2.1"), ("greylist", "check", "r@example.net"),
                      ("gates", "close"), ("greylist", "close"), ("store", "close")]
     assert "event=close-failed part=_Part" in caplog.text
+
+
+def test_a_config_edit_that_switches_the_classifier_on_starts_it(tmp_path):
+    cfg = tmp_path / "mg.yaml"
+    cfg.write_text("rules: {shipped: false, site: []}\nclassifier: {enabled: false}\n")
+    state = str(tmp_path / "state")
+    engine = Engine.from_config(load_config(str(cfg), state), with_store=False)
+    try:
+        assert engine.classifier is None
+        cfg.write_text("rules: {shipped: false, site: []}\n"
+                       "classifier: {enabled: true, refresh_interval: 0.2}\n")
+        bump(cfg)
+        assert engine.reload_if_changed() is True
+        assert engine.classifier is not None
+    finally:
+        engine.close()
