@@ -107,13 +107,13 @@ def migrate(conn: Any, schemas: Sequence[Schema]) -> None:
 
 
 def open_database(path: str, schemas: Sequence[Schema],
-                  timeout: float = 5.0) -> Any:
+                  timeout: float = 5.0, statement_timeout: float = 0.0) -> Any:
     """Connect and bring the named components' tables up to date.
 
     Migrating on open lets an old database answer (missing columns are
     added) and a fresh path work at once (empty tables are created).
     """
-    conn = connect(path, timeout=timeout)
+    conn = connect(path, timeout=timeout, statement_timeout=statement_timeout)
     try:
         migrate(conn, schemas)
     except BaseException:

@@ -81,6 +81,9 @@ HITS_SCHEMA = db.Schema.of("hits", [
     ],
 ])
 
+#: Seconds one batch may take on PostgreSQL before the writer gives up on it.
+WRITE_TIMEOUT = 30.0
+
 _INSERT = ("INSERT INTO hits (" + ", ".join(HIT_COLUMNS) + ") VALUES ("
            + ", ".join("?" for _ in HIT_COLUMNS) + ")")
 
@@ -248,7 +251,10 @@ class HitStore:
         if self._conn is None:
             # A short busy timeout: the thread retries by itself, and a long
             # wait inside SQLite would hold up close().
-            self._conn = db.open_database(self.path, [HITS_SCHEMA], timeout=self.lock_timeout)
+            # On PostgreSQL a batch that hangs (a server stalled behind a
+            # lock) is given up after WRITE_TIMEOUT and retried.
+            self._conn = db.open_database(self.path, [HITS_SCHEMA], timeout=self.lock_timeout,
+                                          statement_timeout=WRITE_TIMEOUT)
         n = insert_hits(self._conn, self._pending, host=self.host)
         self.health.succeeded()
         self.written += n
