@@ -10,7 +10,8 @@ field the same way.
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from typing import Any, Iterable
 
 import yaml
 
@@ -19,6 +20,13 @@ from milterguard.duration import HINT as DURATION_HINT
 from milterguard.duration import DurationError, parse_duration
 from milterguard.errors import ConfigError
 from milterguard.listenaddr import parse_listen_address
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"did you mean 'x'?" for the nearest of ``known``, else the list of them."""
+    names = sorted(str(k) for k in known)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(names)
 
 
 class LDict(dict[Any, Any]):
@@ -99,6 +107,12 @@ class LDict(dict[Any, Any]):
             return parse_listen_address(str(value))
         except ValueError as exc:
             raise self.error(str(exc), key) from None
+
+    def unknown_key(self, key: Any, known: Iterable[str], rule: str | None = None) -> ConfigError:
+        """The error for a key this mapping may not have, with the nearest
+        known one as a suggestion (a misspelt key must never pass silently)."""
+        return self.error(f"unknown key {str(key)!r} ({did_you_mean(str(key), known)})",
+                          key, rule)
 
     def error(self, message: str, key: Any = None, rule: str | None = None) -> ConfigError:
         """A ConfigError pointing at this mapping, or at one of its keys."""

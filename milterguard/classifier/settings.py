@@ -136,7 +136,7 @@ def _parse_band(section: LDict, item: Any) -> Band:
         raise item.error("must be an id (letters, digits, . _ : -)", "id")
     for key in item:
         if key not in _BAND_KEYS:
-            raise item.error(f"unknown key (known: {', '.join(sorted(_BAND_KEYS))})", key, bid)
+            raise item.unknown_key(key, _BAND_KEYS, bid)
     low = item.number("min", 0.0, 0.0, 1.0, rule=bid)
     high = item.number("max", 1.0, 0.0, 1.0, rule=bid)
     if high >= 1.0:

@@ -21,7 +21,8 @@ from milterguard.store.bans import BanEngine, BanPolicy
 from milterguard.config import load_config
 from milterguard.duration import parse_duration
 from milterguard.errors import MilterguardError
-from milterguard.store.exporters import KNOWN_EXPORTERS, entries_from_bans, run_exporters
+from milterguard.store.exporters import (KNOWN_EXPORTERS, entries_from_bans, exporter_names,
+                                         run_exporters)
 
 #: Tests replace this to run the command at another time.
 clock: Callable[[], float] = time.time
@@ -90,9 +91,7 @@ def _sync(args: argparse.Namespace, config: Any, engine: BanEngine) -> int:
     if args.exporters is not None:
         names = [n.strip() for n in args.exporters.split(",") if n.strip()]
     else:
-        names = section.get("exporters") or []
-        if not isinstance(names, list):
-            raise section.error("must be a list of exporter names", "exporters")
+        names = exporter_names(section)
     nft_command = section.get("nft_command") or ["nft"]
     if not isinstance(nft_command, list):
         raise section.error("must be a command as a list, e.g. [nft]", "nft_command")

@@ -32,10 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def check(args: argparse.Namespace) -> int:
-    from milterguard.milter.engine import Policy
+    from milterguard.validate import validate_config
     try:
         config = load_config(args.config)
-        policy = Policy.from_config(config)
+        policy = validate_config(config)
     except ConfigErrors as exc:
         for err in exc.errors:
             print(err)

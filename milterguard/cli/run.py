@@ -71,19 +71,22 @@ def _prepare_socket(listen: SocketSpec) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.state_dir)
+    # The validation `check` does, before anything is set up from the config.
+    from milterguard.validate import validate_config
+    try:
+        policy = validate_config(config)
+    except ConfigErrors as exc:
+        for err in exc.errors:
+            print(f"milterguard: {err}", file=sys.stderr)
+        print(f"milterguard: {len(exc.errors)} error(s); not starting", file=sys.stderr)
+        return 1
     logging_cfg = config.section("logging")
     setup_logging(args.log_level or str(logging_cfg.get("level", "info")),
                   str(logging_cfg.get("target", "stderr")))
     listen = _listen_spec(args.socket, config)
     os.makedirs(config.state_dir, mode=0o755, exist_ok=True)
     from milterguard.milter.engine import Engine  # imports pymilter-free policy code
-    try:
-        engine = Engine.from_config(config)
-    except ConfigErrors as exc:
-        for err in exc.errors:
-            print(f"milterguard: {err}", file=sys.stderr)
-        print(f"milterguard: {len(exc.errors)} error(s); not starting", file=sys.stderr)
-        return 1
+    engine = Engine.from_config(config, policy=policy)
     from milterguard.milter.adapter import serve
     _prepare_socket(listen)
     engine.start_watcher(float(config.get("rules.reload_interval", 1.0) or 0))

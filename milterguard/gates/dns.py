@@ -73,6 +73,12 @@ class ResolverSettings:
             servers = []
         if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
             raise section.error("must be a list of IP addresses", "nameservers")
+        for server in servers:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                # dnspython would raise a bare ValueError at start (a traceback).
+                raise section.error(f"not an IP address: {server!r}", "nameservers") from None
         out.nameservers = tuple(servers)
         out.port = section.integer("port", 53, 1, 65535)
         out.timeout = section.number("timeout", 2.0, 0.01, 60.0, "seconds")

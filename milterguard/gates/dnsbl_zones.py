@@ -195,7 +195,7 @@ def parse_zone(item: LDict, default_reply: str, known: frozenset[str] = ZONE_KEY
     zone = zone.strip(".").lower()
     for key in item:
         if key not in known:
-            raise item.error(f"unknown key (known: {', '.join(sorted(known))})", key, name)
+            raise item.unknown_key(key, known, name)
     flags = {}
     for key, default in (("ipv4", True), ("ipv6", False), ("txt", "txt" in known)):
         value = item.get(key, default)
@@ -225,8 +225,7 @@ def parse_zone(item: LDict, default_reply: str, known: frozenset[str] = ZONE_KEY
             where, field = code, "match"
             for k in code:
                 if k not in ("match", "category", "action", "weight"):
-                    raise code.error("unknown key (known: match, category, action, weight)",
-                                     k, name)
+                    raise code.unknown_key(k, ("match", "category", "action", "weight"), name)
         low, high, mask = parse_code(where, field, entry.get("match"), name)
         f_category = entry.get("category", category)
         if not isinstance(f_category, str) or not f_category:

@@ -52,7 +52,7 @@ class CheckExceptions:
                  "recipient_domains")
         for name in section:
             if name not in known:
-                raise section.error(f"unknown key (known: {', '.join(known)})", name)
+                raise section.unknown_key(name, known)
             if not isinstance(section[name], list) or not all(
                     isinstance(v, str) for v in section[name]):
                 raise section.error("must be a list of strings", name)

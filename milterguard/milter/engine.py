@@ -26,8 +26,23 @@ from milterguard.verdict import Finding, Hit, Reply
 from milterguard.content.views import MessageViews
 from milterguard.milter.coverage import DEFAULT_SCAN_ACTIONS, ScanActions
 from milterguard.ruleset.budget import ScanBudget
+from milterguard.ruleset.lint import lint_errors
 
 log = logging.getLogger("milterguard.engine")
+
+#: Config keys the running daemon cannot take over: a reload that changes
+#: one is refused (logged), never half-applied.
+RESTART_ONLY = ("socket", "state_dir", "database", "store", "metrics", "logging",
+                "classifier.refresh_interval")
+#: Sections the gates read: a reload that changes one builds new gates.
+GATE_KEYS = ("dns", "dnsbl", "uribl", "helo", "envelope", "server")
+GREYLIST_KEYS = ("greylist",)
+#: Seconds a replaced part stays open for the checks still using it.
+RETIRE_GRACE = 30.0
+
+
+class ReloadRefused(MilterguardError):
+    """A reload changed what only a restart can apply."""
 
 
 @dataclass
@@ -76,6 +91,7 @@ class Policy:
         ruleset = None
         try:
             ruleset = load_ruleset(bool(rules.get("shipped", True)), site)
+            errors.extend(lint_errors(ruleset))
         except ConfigErrors as exc:
             errors.extend(exc.errors)
         allow = config.section("allowlist")
@@ -179,12 +195,20 @@ class Engine:
         self._mtimes = self._snapshot_mtimes(policy)
         self.reloads = 0
         self.reload_failures = 0
+        #: Gates and greylist were built from the config (not given by a
+        #: test): a reload rebuilds them when their settings change.
+        self._builds_parts = False
         #: A metrics.Metrics once the Prometheus listener is on; None costs nothing.
         self.metrics: StageMetrics | None = None
 
     @classmethod
-    def from_config(cls, config: Config, with_store: bool = True) -> "Engine":
-        policy = Policy.from_config(config)
+    def from_config(cls, config: Config, with_store: bool = True,
+                    policy: Policy | None = None) -> "Engine":
+        """Build everything; ``policy`` when the caller validated ``config``
+        already (validate_config, the one validation `check` and reloads use)."""
+        if policy is None:
+            from milterguard.validate import validate_config
+            policy = validate_config(config)
         # Imported here: the policy code above must not need DNS or a database.
         from milterguard.gates.gateset import Gates
         from milterguard.greylist.triplets import Greylist
@@ -194,6 +218,7 @@ class Engine:
         store = HitStore.from_config(config) if with_store else None
         engine = cls(policy, gates=gates, greylist=greylist, store=store,
                      config_loader=lambda: load_config(config.path, config.state_dir))
+        engine._builds_parts = True
         engine._start_classifier()
         return engine
 
@@ -284,32 +309,80 @@ class Engine:
         return out
 
     def reload_if_changed(self) -> bool:
-        """Rebuild the Policy if a source changed; keep the old one on error."""
+        """Apply changed rule files and config, or keep everything as it was.
+
+        The new config goes through the same validation as `check` and
+        `run`. Rules and message settings are swapped as one Policy; changed
+        gate (HELO, DNS, DNSBL, URIBL, envelope) and greylist settings get
+        new gates or a new greylist, swapped in the same step. A change only
+        a restart can apply (socket, database, store, metrics, logging, the
+        classifier's refresh interval) refuses the whole reload, with the
+        reason logged; switching the classifier on starts it.
+        """
         mtimes = self._snapshot_mtimes(self.policy)
         if mtimes == self._mtimes:
             return False
         self._mtimes = mtimes
+        old = self.policy.config
         try:
-            config = self._config_loader() if self._config_loader else self.policy.config
-            policy = Policy.from_config(config)
+            config = self._config_loader() if self._config_loader else old
+            from milterguard.validate import validate_config
+            policy = validate_config(config)
+            changed = [k for k in RESTART_ONLY if old.get(k) != config.get(k)]
+            if changed:
+                raise ReloadRefused(f"{', '.join(changed)} changed: restart milterguard to apply")
+            gates, greylist = self._rebuilt_parts(old, config)
         except ConfigErrors as exc:
             self.reload_failures += 1
             for err in exc.errors:
                 log.error("event=reload-failed error=%r", str(err))
-            log.error("event=reload-failed errors=%d action=kept-previous-rules", len(exc.errors))
+            log.error("event=reload-failed errors=%d action=kept-previous-config", len(exc.errors))
             return False
-        except MilterguardError as exc:
+        except (MilterguardError, ConfigError) as exc:
             self.reload_failures += 1
-            log.error("event=reload-failed error=%r action=kept-previous-rules", str(exc))
+            log.error("event=reload-failed error=%r action=kept-previous-config", str(exc))
             return False
         switched_on = policy.classifier.enabled and not self.policy.classifier.enabled
+        applied = ["rules", "message"]
+        if gates is not None:
+            self._retire(self.gates)
+            self.gates = gates
+            applied.append("gates")
+        if greylist is not None:
+            greylist.on_outcome = getattr(self.greylist, "on_outcome", None)
+            self._retire(self.greylist)
+            self.greylist = greylist
+            applied.append("greylist")
         self.policy = policy
         if switched_on:
             self._start_classifier()
         self._mtimes = self._snapshot_mtimes(policy)
         self.reloads += 1
-        log.info("event=reload rules=%d files=%d", len(policy.ruleset), len(policy.ruleset.sources))
+        log.info("event=reload rules=%d files=%d applied=%s", len(policy.ruleset),
+                 len(policy.ruleset.sources), ",".join(applied))
         return True
+
+    def _rebuilt_parts(self, old: Config, new: Config) -> tuple[Any, Any]:
+        """New gates and greylist where their settings changed (None: keep)."""
+        if not self._builds_parts:
+            return None, None
+        gates = greylist = None
+        if any(old.get(k) != new.get(k) for k in GATE_KEYS):
+            from milterguard.gates.gateset import Gates
+            gates = Gates.from_config(new)
+        if any(old.get(k) != new.get(k) for k in GREYLIST_KEYS):
+            from milterguard.greylist.triplets import Greylist
+            greylist = Greylist.from_config(new)
+        return gates, greylist
+
+    def _retire(self, part: Any) -> None:
+        """Close a replaced part once the checks still using it are done."""
+        closer = getattr(part, "close", None)
+        if closer is None:
+            return
+        timer = threading.Timer(RETIRE_GRACE, closer)
+        timer.daemon = True
+        timer.start()
 
     def start_watcher(self, interval: float) -> None:
         if interval <= 0 or self._watcher is not None:

@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence, Union
 from milterguard.content.fold import fold
 from milterguard.ruleset.matcher import REGEX_TIMEOUT
 from milterguard.ruleset.regexrisk import backtracking_risks, slow_on
+from milterguard.errors import ConfigError
 from milterguard.ruleset.rules import Rule, RuleSet
 from milterguard.verdict import STRENGTH, Action
 
@@ -64,11 +65,13 @@ def _finding(level: str, rule: Rule, code: str, message: str) -> LintFinding:
 
 # ----------------------------------------------------------------- entry
 
-def lint(ruleset: Union[RuleSet, Iterable[Rule]], dynamic: bool = True) -> list[LintFinding]:
+def lint(ruleset: Union[RuleSet, Iterable[Rule]], dynamic: bool = True,
+         shadowing: bool = True) -> list[LintFinding]:
     """Every finding for the rules, in rule order (errors and warnings).
 
     ``dynamic`` also runs each regex on adversarial texts (a few ms per
-    sound pattern; up to a second for one that backtracks).
+    sound pattern; up to a second for one that backtracks). ``shadowing``
+    compares each rule with every earlier one (quadratic: only warnings).
     """
     rules = list(ruleset.rules.values()) if isinstance(ruleset, RuleSet) else list(ruleset)
     rules = [r for r in rules if r.mode != "disabled"]
@@ -81,9 +84,29 @@ def lint(ruleset: Union[RuleSet, Iterable[Rule]], dynamic: bool = True) -> list[
         out += _regex_findings(rule, dynamic)
         if rule.compound:
             out += _compound_findings(rule, by_id)
-        elif rule.id not in referenced:
+        elif shadowing and rule.id not in referenced:
             out += _shadow_findings(rule, rules[:i], referenced)
     return out
+
+
+class LintError(ConfigError):
+    """A lint error as a config error; it reads as lint prints it."""
+
+    def __init__(self, finding: LintFinding) -> None:
+        self.finding = finding   # before the base class renders the message
+        super().__init__(finding.message, file=finding.file, line=finding.line,
+                         field=finding.code, rule=finding.rule_id)
+
+    def __str__(self) -> str:
+        return str(self.finding)
+
+
+def lint_errors(ruleset: RuleSet) -> list[ConfigError]:
+    """The lint errors, as config errors: what `check` reports as an error,
+    `run` and a reload refuse too (a rule set that `check` fails never goes
+    live)."""
+    return [LintError(f) for f in lint(ruleset, dynamic=True, shadowing=False)
+            if f.level == ERROR]
 
 
 def _duplicate_ids(rules: Sequence[Rule]) -> list[LintFinding]:

@@ -114,7 +114,7 @@ def _category_policy(name: str, section: Any, base: CategoryPolicy) -> CategoryP
     known = {"find_time", "max_hits", "ban_time", "growth", "max_ban_time", "enabled"}
     for key in section:
         if key not in known:
-            raise section.error(f"unknown key (known: {', '.join(sorted(known))})", key)
+            raise section.unknown_key(key, known)
     values = asdict(base)
     values["category"] = name
     for key in ("find_time", "ban_time", "max_ban_time"):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from milterguard.errors import MilterguardError
+from milterguard.yamlsrc import did_you_mean
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -298,6 +299,19 @@ def _path(section: Any, key: str, default: str, state_dir: str) -> str:
     if not isinstance(value, str) or not value:
         raise MilterguardError(f"bans exporter path {key!r} must be a non-empty string")
     return value.replace("{state_dir}", state_dir)
+
+
+def exporter_names(section: Any) -> list[str]:
+    """``bans.exporters``: known exporter names, or a ConfigError naming the
+    field (checked with the rest of the config, not first at `bans sync`)."""
+    names = section.get("exporters") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise section.error("must be a list of exporter names", "exporters")
+    for name in names:
+        if name not in KNOWN_EXPORTERS:
+            raise section.error(f"unknown exporter {name!r} "
+                                f"({did_you_mean(name, KNOWN_EXPORTERS)})", "exporters")
+    return list(names)
 
 
 def run_exporters(names: Sequence[str], entries: Sequence[ExportEntry], now: float,

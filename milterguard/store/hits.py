@@ -168,6 +168,13 @@ class HitStore:
 
     @classmethod
     def from_config(cls, config: Any, **kw: Any) -> "HitStore":
+        settings = cls.settings_from_config(config)
+        kw.setdefault("host", config.host_name)
+        return cls(config.database, **settings, **kw)
+
+    @staticmethod
+    def settings_from_config(config: Any) -> dict[str, Any]:
+        """The ``store:`` section as constructor arguments (nothing opened)."""
         section = config.section("store")
         retention_days = section.get("retention_days", 90)
         if not isinstance(retention_days, (int, float)) or retention_days < 0:
@@ -177,9 +184,8 @@ class HitStore:
         for key, value in (("queue_size", queue_size), ("batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise section.error("must be a positive integer", key)
-        kw.setdefault("host", config.host_name)
-        return cls(config.database, queue_size=queue_size, batch_size=batch_size,
-                   retention=float(retention_days) * 86400.0, **kw)
+        return {"queue_size": queue_size, "batch_size": batch_size,
+                "retention": float(retention_days) * 86400.0}
 
     # -- the SMTP side -------------------------------------------------
 
