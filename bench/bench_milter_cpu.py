@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -30,6 +28,7 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 import bench_postfix
 
 from milterguard.replay.conversation import replay_message
+from tests.e2e.postfix import MilterProcess, milterguard_argv
 
 #: The shipped rules, nothing that needs DNS, quiet logs: the daemon's CPU is content checking.
 CONFIG = """\
@@ -53,41 +52,28 @@ def process_cpu_seconds(pid: int) -> float:
     return (user_ticks + system_ticks) / os.sysconf("SC_CLK_TCK")
 
 
-def daemon_argv(name: str, spec: str, workdir: str) -> list[str]:
+def start_daemon(name: str, workdir: str) -> MilterProcess:
+    """The floor milter or milterguard, listening on a unix socket in ``workdir``."""
+    spec = f"unix:{os.path.join(workdir, name + '.sock')}"
     if name == "floor":
-        return [sys.executable, os.path.join(REPO, "bench", "floor_milter.py"), spec]
-    config = os.path.join(workdir, "milterguard.yaml")
-    with open(config, "w", encoding="utf-8") as handle:
-        handle.write(CONFIG)
-    return [sys.executable, "-m", "milterguard", "run", "-c", config, "--socket", spec,
-            "--state-dir", os.path.join(workdir, "state")]
+        argv = [sys.executable, os.path.join(REPO, "bench", "floor_milter.py"), spec]
+    else:
+        config = os.path.join(workdir, "milterguard.yaml")
+        with open(config, "w", encoding="utf-8") as handle:
+            handle.write(CONFIG)
+        argv = milterguard_argv(config, spec, os.path.join(workdir, "state"))
+    daemon = MilterProcess(argv, spec, os.path.join(workdir, f"{name}.log"), cwd=REPO)
+    return daemon.start(timeout=START_TIMEOUT)
 
 
-def start_daemon(name: str, workdir: str) -> tuple[subprocess.Popen[bytes], str]:
-    """The daemon listening on a unix socket in ``workdir``, and its socket spec."""
-    path = os.path.join(workdir, f"{name}.sock")
-    spec = f"unix:{path}"
-    proc = subprocess.Popen(daemon_argv(name, spec, workdir), cwd=REPO,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + START_TIMEOUT
-    while not os.path.exists(path):
-        if proc.poll() is not None:
-            raise SystemExit(f"{name}: the daemon exited with status {proc.returncode}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"{name}: no socket after {START_TIMEOUT:.0f} s")
-        time.sleep(0.05)
-    return proc, spec
-
-
-def cpu_per_message(proc: subprocess.Popen[bytes], spec: str, message: bytes,
-                    count: int) -> tuple[float, str]:
+def cpu_per_message(daemon: MilterProcess, message: bytes, count: int) -> tuple[float, str]:
     """The daemon's CPU seconds per message over ``count`` replays, and the last action."""
-    before = process_cpu_seconds(proc.pid)
+    assert daemon.proc is not None
+    before = process_cpu_seconds(daemon.proc.pid)
     action = ""
     for _ in range(count):
-        action = replay_message(spec, message).action
-    return (process_cpu_seconds(proc.pid) - before) / count, action
+        action = replay_message(daemon.spec, message).action
+    return (process_cpu_seconds(daemon.proc.pid) - before) / count, action
 
 
 def main() -> int:
@@ -102,17 +88,17 @@ def main() -> int:
         parser.error(f"unknown daemon {sorted(unknown)[0]!r}: floor or mg")
     message = bench_postfix.MESSAGE.encode()
     workdir = tempfile.mkdtemp(prefix="mg-bench-cpu-")
-    daemons: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    daemons: dict[str, MilterProcess] = {}
     try:
         for name in dict.fromkeys(args.names or ["floor", "mg"]):
             daemons[name] = start_daemon(name, workdir)
             for _ in range(WARM_UP):          # lazy compiles and caches
-                replay_message(daemons[name][1], message)
+                replay_message(daemons[name].spec, message)
         best = {name: float("inf") for name in daemons}
         actions = {}
         for _ in range(args.rounds):
-            for name, (proc, spec) in daemons.items():
-                cost, actions[name] = cpu_per_message(proc, spec, message, args.messages)
+            for name, daemon in daemons.items():
+                cost, actions[name] = cpu_per_message(daemon, message, args.messages)
                 best[name] = min(best[name], cost)
         for name in daemons:
             print(f"{name}: {actions[name]}, daemon cpu {best[name] * 1e6:.0f} us/msg "
@@ -120,14 +106,8 @@ def main() -> int:
         if {"floor", "mg"} <= set(daemons) and best["floor"] > 0:
             print(f"milterguard / floor: {best['mg'] / best['floor']:.2f}x daemon CPU per message")
     finally:
-        for proc, _ in daemons.values():
-            proc.terminate()
-        for proc, _ in daemons.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for daemon in daemons.values():
+            daemon.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
