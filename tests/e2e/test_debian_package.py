@@ -147,6 +147,7 @@ def test_installed_package_checks_and_replays_samples(deb: str, debian_root: str
     assert "/etc/milterguard/milterguard.yaml" in conffiles
     for path in ("usr/bin/milterguard", "etc/milterguard/rules.d", "usr/share/man/man8/milterguard.8.gz",
                  "usr/share/man/man8/milterguard-logscan.8.gz", "usr/share/doc/milterguard/copyright",
+                 "usr/share/doc/milterguard/README.md",  # the unit's Documentation=
                  "lib/systemd/system/milterguard.service", "lib/systemd/system/milterguard-sync.timer"):
         assert os.path.lexists(os.path.join(root, path)), path
     socket_dir = os.stat(os.path.join(root, SOCKET.lstrip("/").rsplit("/", 1)[0]))

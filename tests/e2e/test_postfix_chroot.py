@@ -128,3 +128,25 @@ def test_documented_wiring_gets_verdicts(chroot, kind, e2e_dir, milterguard_fact
     finally:
         instance.stop()
     assert "queue_id=" in daemon.log_text()
+
+
+def test_chrooted_smtpd_cannot_reach_a_socket_outside_the_chroot(e2e_dir, milterguard_factory):
+    """Why the socket lives below the queue directory: the old wiring
+    (an absolute path elsewhere) gets Postfix's 451 for every message."""
+    rules = os.path.join(e2e_dir, "rules.d")
+    os.makedirs(rules)
+    with open(os.path.join(rules, "t.yaml"), "w", encoding="utf-8") as fh:
+        fh.write(RULES)
+    spec = f"unix:{e2e_dir}/outside/milterguard.sock"
+    params = snippet_settings()
+    params["smtpd_milters"] = spec
+    instance = PostfixInstance(params, base_dir=os.path.join(e2e_dir, "pf"), chroot_smtpd=True)
+    instance.configure()
+    milterguard_factory(CONFIG_TEMPLATE.format(rules_dir=rules), spec=spec)
+    try:
+        instance.start()
+        code, text = send(instance.port, "Meeting notes")
+        assert (code, text[:5]) == (451, "4.7.1"), (code, text)
+        assert instance.wait_log(r"connect to Milter service unix:.*No such file or directory")
+    finally:
+        instance.stop()
