@@ -32,8 +32,9 @@ log = logging.getLogger("milterguard.engine")
 
 #: Config keys the running daemon cannot take over: a reload that changes
 #: one is refused (logged), never half-applied.
-RESTART_ONLY = ("socket", "state_dir", "database", "store", "metrics", "logging",
-                "classifier.refresh_interval")
+RESTART_ONLY = ("socket", "state_dir", "database", "store", "metrics", "logging")
+#: ... and, once the classifier runs, the interval it refreshes at.
+RESTART_ONLY_WHILE_CLASSIFYING = ("classifier.refresh_interval",)
 #: Sections the gates read: a reload that changes one builds new gates.
 GATE_KEYS = ("dns", "dnsbl", "uribl", "helo", "envelope", "server")
 GREYLIST_KEYS = ("greylist",)
@@ -328,7 +329,8 @@ class Engine:
             config = self._config_loader() if self._config_loader else old
             from milterguard.validate import validate_config
             policy = validate_config(config)
-            changed = [k for k in RESTART_ONLY if old.get(k) != config.get(k)]
+            fixed = RESTART_ONLY + (RESTART_ONLY_WHILE_CLASSIFYING if self.classifier else ())
+            changed = [k for k in fixed if old.get(k) != config.get(k)]
             if changed:
                 raise ReloadRefused(f"{', '.join(changed)} changed: restart milterguard to apply")
             gates, greylist = self._rebuilt_parts(old, config)
