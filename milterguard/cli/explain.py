@@ -14,13 +14,13 @@ against a running daemon shows them.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import sys
 from typing import Any
 
 from milterguard.cli.main import add_config_arguments
+from milterguard.clientaddr import client_in_networks
 from milterguard.config import load_config
 from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
 from milterguard.replay.mailboxes import mail_sources
@@ -71,13 +71,14 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def _trusted(policy: Any, env: Envelope) -> bool:
+    """Whether the session would skip the gates and envelope rules: an
+    authenticated client (if trusted), a local one, or one in the allowlist
+    in any of the MTA's notations (clientaddr, as the session reads it)."""
     if env.auth and policy.trust_authenticated:
         return True
-    try:
-        ip = ipaddress.ip_address(env.client_addr)
-    except ValueError:
-        return not env.client_addr
-    return any(ip in net for net in policy.allow_networks)
+    if not env.client_addr:
+        return True
+    return client_in_networks(env.client_addr, policy.allow_networks)
 
 
 def _rule_info(rule: Rule) -> dict[str, Any]:

@@ -153,3 +153,22 @@ def test_cli_reports_broken_rules(policy, tmp_path, capsys):
     path.write_bytes(MESSAGE)
     status = cli_main(["explain", str(path), "-c", policy[1], "--state-dir", str(tmp_path / "state")])
     assert status == 1 and "bad.yaml:2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("client, trusted", [
+    ("198.51.100.20", True), ("::ffff:198.51.100.20", True), ("[198.51.100.20]", True),
+    ("203.0.113.5", False), ("::ffff:203.0.113.5", False), ("unknown", False)])
+def test_trusted_as_the_session_decides(tmp_path, client, trusted):
+    """explain says "trusted" exactly when the daemon's session skips the
+    envelope rules: an allowlisted IPv4 client seen as IPv4-mapped IPv6 too."""
+    from milterguard.milter.engine import Engine
+    from milterguard.milter.session import Session
+
+    cfg = tmp_path / "mg.yaml"
+    cfg.write_text("rules: {shipped: false, site: []}\nallowlist: {networks: [198.51.100.0/24]}\n")
+    pol = Policy.from_config(load_config(str(cfg)))
+    raw = MESSAGE.replace(b"X-Replay-Client: 198.51.100.20", f"X-Replay-Client: {client}".encode())
+    assert explain_message(pol, raw)["envelope"]["trusted"] is trusted
+    session = Session(Engine(pol))
+    session.connect("client.example", client, 0)
+    assert session.trusted is trusted
