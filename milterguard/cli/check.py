@@ -44,6 +44,14 @@ def check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc)
         return 1
+    # The gates' sections (DNSBL and URI blocklist zones, HELO, envelope)
+    # as run builds them, without starting their self-tests.
+    from milterguard.gates.gateset import Gates
+    try:
+        Gates.from_config(config, start=False).close()
+    except ConfigError as exc:
+        print(exc)
+        return 1
     # Rules that load but will not do what their author meant (milterguard.lint).
     from milterguard.ruleset.lint import ERROR, lint
     findings = lint(policy.ruleset, dynamic=not args.no_dynamic)

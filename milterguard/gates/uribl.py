@@ -22,7 +22,7 @@ import ipaddress
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from milterguard.content.suffixes import DEFAULT_PATH, suffix_list
 from milterguard.content.views import MessageViews
@@ -101,6 +101,8 @@ class UriblChecker:
         self.skip_domains = skip_domains
         self.counters = {z.zone.name: ZoneCounters() for z in zones}
         self._lock = threading.Lock()
+        #: Called with (zone, result) for every answer (the Prometheus metrics).
+        self.on_result: Callable[[str, str], None] | None = None
 
     @classmethod
     def from_config(cls, config: Any, query: DnsQuery) -> "UriblChecker | None":
@@ -186,6 +188,8 @@ class UriblChecker:
             counters = self.counters[name]
             counters.queries += 1
             setattr(counters, status, getattr(counters, status) + 1)
+        if self.on_result is not None:
+            self.on_result(name, status)
 
     def stats(self) -> dict[str, dict[str, int]]:
         with self._lock:

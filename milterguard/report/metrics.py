@@ -22,6 +22,9 @@ What is counted, and where:
   suspended) and ``milterguard_dnsbl_timeouts_total{zone}``: counted from
   the results of each DNSBL check (``attach`` wraps the checker's
   ``check``; the DNSBL module may also call ``dnsbl_result`` itself).
+- ``milterguard_uribl_results_total{zone,result}`` (listed, clean,
+  unknown): every URI blocklist answer about a link (``attach`` hands
+  ``uribl_result`` to the checker's ``on_result``).
 - ``milterguard_greylist_total{outcome}``: new, early, passed, known,
   allowlisted, auto-allowlisted, error (``attach`` hands ``greylist`` to
   the greylist's ``on_outcome``, so the daemon's own greylist counts).
@@ -143,6 +146,9 @@ class Metrics:
         self._dnsbl_timeouts = Counter("milterguard_dnsbl_timeouts",
                                        "DNSBL lookups that timed out (also counted unknown)",
                                        ["zone"], registry=r)
+        self._uribl = Counter("milterguard_uribl_results",
+                              "URI blocklist answers about links, per zone",
+                              ["zone", "result"], registry=r)
         self._greylist = Counter("milterguard_greylist", "Greylisting outcomes per recipient",
                                  ["outcome"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -181,6 +187,9 @@ class Metrics:
         if error in TIMEOUT_ERRORS:
             self._child(self._dnsbl_timeouts, zone).inc()
 
+    def uribl_result(self, zone: str, status: str) -> None:
+        self._child(self._uribl, zone, status).inc()
+
     def greylist(self, outcome: str) -> None:
         self._child(self._greylist, outcome or "-").inc()
 
@@ -212,6 +221,10 @@ class Metrics:
                     self.dnsbl_result(res.zone.name, res.status, res.error)
                 return results
             dnsbl.check = counted_check
+
+        uribl = getattr(getattr(engine, "gates", None), "uribl", None)
+        if uribl is not None:
+            uribl.on_result = self.uribl_result
 
         greylist = getattr(engine, "greylist", None)
         if greylist is not None:

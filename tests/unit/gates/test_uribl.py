@@ -124,3 +124,39 @@ def test_config_errors_name_file_line_and_field(tmp_path):
     with pytest.raises(ConfigError) as info:
         make_gates(tmp_path, 53, extra="  public_suffix_list: /nonexistent/list.dat")
     assert "public_suffix_list" in str(info.value) and "publicsuffix" in str(info.value)
+
+
+def test_check_command_reports_a_bad_zone(tmp_path, capsys):
+    from milterguard.cli.main import main
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text("rules: {shipped: false, site: []}\n"
+                   "uribl:\n  zones:\n    - {name: x, zone: x.test, action: accept}\n")
+    assert main(["check", "-c", str(cfg)]) == 1
+    assert "site.yaml:4: rule x: field action: must be one of reject, tempfail, score" in \
+        capsys.readouterr().out
+
+
+def test_answers_are_counted_in_the_metrics(dns_server, tmp_path):
+    from types import SimpleNamespace
+
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client import generate_latest
+
+    from milterguard.report.metrics import Metrics
+    gates = make_gates(tmp_path, dns_server.port)
+    engine = SimpleNamespace(record=lambda hits: None, gates=gates, greylist=None,
+                             reloads=0, reload_failures=0)
+    metrics = Metrics()
+    metrics.attach(engine)
+    gates.on_message(views_with("http://spam-shop.test/", "http://clean.example.com/",
+                                "http://refused.test/"))
+    counted = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(
+                   generate_latest(metrics.registry).decode())
+               for s in family.samples if s.name == "milterguard_uribl_results_total"}
+    assert counted == {
+        ("milterguard_uribl_results_total", (("result", "listed"), ("zone", "dbl"))): 1,
+        ("milterguard_uribl_results_total", (("result", "clean"), ("zone", "dbl"))): 1,
+        ("milterguard_uribl_results_total", (("result", "unknown"), ("zone", "dbl"))): 1,
+        ("milterguard_uribl_results_total", (("result", "clean"), ("zone", "multi"))): 3,
+    }
