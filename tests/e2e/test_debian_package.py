@@ -152,8 +152,14 @@ def test_installed_package_checks_and_replays_samples(deb: str, debian_root: str
         assert os.path.lexists(os.path.join(root, path)), path
     socket_dir = os.stat(os.path.join(root, SOCKET.lstrip("/").rsplit("/", 1)[0]))
     assert oct(socket_dir.st_mode & 0o7777) == "0o2750"
-    owner = in_root(root, "stat", "-c", "%U", os.path.dirname(SOCKET)).stdout.strip()
-    assert owner == "milterguard"
+    owner = in_root(root, "stat", "-c", "%U:%G", os.path.dirname(SOCKET)).stdout.strip()
+    assert owner == "milterguard:milterguard"   # no Postfix in this root yet
+    # Postfix arriving later: reconfiguring hands the directory to its group.
+    assert in_root(root, "groupadd", "--system", "postfix").returncode == 0
+    reconfigured = in_root(root, "dpkg-reconfigure", "-fnoninteractive", "milterguard")
+    assert reconfigured.returncode == 0, reconfigured.stderr
+    owner = in_root(root, "stat", "-c", "%U:%G:%a", os.path.dirname(SOCKET)).stdout.strip()
+    assert owner == "milterguard:postfix:2750"
 
     shipped = sorted(f for f in os.listdir(os.path.join(REPO, "rules")) if f.endswith(".yaml"))
     assert sorted(os.listdir(os.path.join(root, "usr/share/milterguard/rules"))) == shipped
@@ -172,6 +178,9 @@ def test_installed_package_checks_and_replays_samples(deb: str, debian_root: str
          '/usr/bin/milterguard run -c /tmp/samples/demo.yaml', root],
         f"unix:{root}{SOCKET}", os.path.join(root, "tmp", "daemon.log"))
     with daemon:
+        # The setgid directory gives the socket to Postfix's group.
+        socket_owner = in_root(root, "stat", "-c", "%U:%G", SOCKET).stdout.strip()
+        assert socket_owner == "milterguard:postfix"
         replayed = in_root(root, "milterguard", "replay", "--socket", f"unix:{SOCKET}",
                            "--expect", "/tmp/samples/expected.yaml", "/tmp/samples")
     assert replayed.returncode == 0, replayed.stdout[-3000:] + replayed.stderr[-3000:]
