@@ -27,8 +27,11 @@ def default_config_text() -> str:
 def _merge(base: LDict, over: LDict) -> LDict:
     """Overlay ``over`` onto ``base``: mappings merge, everything else replaces."""
     out = copy.copy(base)
-    out.lines = dict(base.lines)
-    out.files = dict(base.files)
+    # Every key keeps the file and line it came from; the section itself is
+    # the site's (an error about the section points where the admin edited).
+    out.lines = {key: base.line_of(key) for key in base}
+    out.files = {key: base.file_of(key) for key in base}
+    out.file, out.line = over.file, over.line
     for key, value in over.items():
         if isinstance(value, LDict) and isinstance(out.get(key), LDict):
             out[key] = _merge(out[key], value)

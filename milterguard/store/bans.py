@@ -120,19 +120,10 @@ def _category_policy(name: str, section: Any, base: CategoryPolicy) -> CategoryP
     for key in ("find_time", "ban_time", "max_ban_time"):
         if key in section:
             values[key] = section.duration(key, 0)
-    if "max_hits" in section:
-        value = section["max_hits"]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise section.error("must be an integer >= 1", "max_hits")
-        values["max_hits"] = value
-    if "growth" in section:
-        value = section["growth"]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 1:
-            raise section.error("must be a number >= 1 (repeat bans never get shorter)",
-                                "growth")
-        values["growth"] = float(value)
-    if "enabled" in section:
-        values["enabled"] = bool(section["enabled"])
+    values["max_hits"] = section.integer("max_hits", base.max_hits, 1, 1_000_000)
+    # At least 1: a repeat ban is never shorter than the one before.
+    values["growth"] = section.number("growth", base.growth, 1, 1000)
+    values["enabled"] = section.flag("enabled", base.enabled)
     return CategoryPolicy(**values)
 
 
@@ -160,12 +151,9 @@ class BanPolicy:
         protected: list[IPNetwork] = []
         for source, key in (("server", "addresses"), ("allowlist", "networks")):
             protected += config.section(source).networks(key)
-        actions = section.get("count_actions", list(DEFAULT_COUNT_ACTIONS))
-        if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
-            raise section.error("must be a list of actions", "count_actions")
-        prefix = section.get("ipv6_prefix", 64)
-        if not isinstance(prefix, int) or not 16 <= prefix <= 128:
-            raise section.error("must be an integer between 16 and 128", "ipv6_prefix")
+        actions = (section.strings("count_actions") if "count_actions" in section
+                   else list(DEFAULT_COUNT_ACTIONS))
+        prefix = section.integer("ipv6_prefix", 64, 16, 128)
         forget = section.duration("forget_time", "30d")
         return cls(default, categories, protected, tuple(actions), prefix, forget)
 

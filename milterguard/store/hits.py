@@ -176,14 +176,10 @@ class HitStore:
     def settings_from_config(config: Any) -> dict[str, Any]:
         """The ``store:`` section as constructor arguments (nothing opened)."""
         section = config.section("store")
-        retention_days = section.get("retention_days", 90)
-        if not isinstance(retention_days, (int, float)) or retention_days < 0:
-            raise section.error("must be a number of days (0 = keep forever)", "retention_days")
-        queue_size = section.get("queue_size", 100_000)
-        batch_size = section.get("batch_size", 500)
-        for key, value in (("queue_size", queue_size), ("batch_size", batch_size)):
-            if not isinstance(value, int) or value < 1:
-                raise section.error("must be a positive integer", key)
+        # 0 days: keep forever.
+        retention_days = section.number("retention_days", 90, 0, 1e6, "days")
+        queue_size = section.integer("queue_size", 100_000, 1, 100_000_000)
+        batch_size = section.integer("batch_size", 500, 1, 1_000_000)
         return {"queue_size": queue_size, "batch_size": batch_size,
                 "retention": float(retention_days) * 86400.0}
 

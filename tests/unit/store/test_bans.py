@@ -145,9 +145,16 @@ def test_bad_policy_names_file_and_line(tmp_path):
     config = load_config(str(site), str(tmp_path))
     with pytest.raises(MilterguardError) as exc:
         BanPolicy.from_config(config)
-    # The line is the site file's; config._merge keeps the built-in file name
-    # on merged sections (reported to the lead), so only the line is checked.
-    assert ":3:" in str(exc.value) and "field growth" in str(exc.value)
+    assert str(exc.value).startswith(f"{site}:3: field growth: must be a number from 1")
+    site.write_text("bans:\n  default:\n    max_hits: 0\n  ipv6_prefix: 8\n")
+    with pytest.raises(MilterguardError, match=f"{site}:3: field max_hits: must be an integer"):
+        BanPolicy.from_config(load_config(str(site), str(tmp_path)))
+    site.write_text("bans:\n  ipv6_prefix: 8\n")
+    with pytest.raises(MilterguardError, match=f"{site}:2: field ipv6_prefix"):
+        BanPolicy.from_config(load_config(str(site), str(tmp_path)))
+    site.write_text("bans:\n  oops: 1\n  categories: [helo]\n")
+    with pytest.raises(MilterguardError, match=f"{site}:3: field categories"):
+        BanPolicy.from_config(load_config(str(site), str(tmp_path)))
 
 
 def test_hits_of_several_hosts_count_together(env, tmp_path, capsys, monkeypatch):
