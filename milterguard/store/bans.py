@@ -106,11 +106,14 @@ class CategoryPolicy:
         return min(seconds, max(self.max_ban_time, self.ban_time))
 
 
-def _category_policy(name: str, section: Any, base: CategoryPolicy) -> CategoryPolicy:
+def _category_policy(name: str, parent: LDict, key: str,
+                     base: CategoryPolicy) -> CategoryPolicy:
+    """The policy ``parent[key]`` (absent: ``base`` under this name)."""
+    section = parent.get(key)
     if section is None:
         section = LDict()
     if not isinstance(section, LDict):
-        raise MilterguardError(f"bans policy for {name} must be a mapping")
+        raise parent.error("must be a mapping of policy settings", key)
     known = {"find_time", "max_hits", "ban_time", "growth", "max_ban_time", "enabled"}
     for key in section:
         if key not in known:
@@ -141,13 +144,13 @@ class BanPolicy:
     @classmethod
     def from_config(cls, config: Any) -> "BanPolicy":
         section = config.section("bans")
-        default = _category_policy("*", section.get("default"), CategoryPolicy("*"))
+        default = _category_policy("*", section, "default", CategoryPolicy("*"))
         categories = {}
-        cats = section.get("categories") or {}
-        if not isinstance(cats, dict):
+        cats = section.get("categories") or LDict()
+        if not isinstance(cats, LDict):
             raise section.error("must be a mapping of category -> policy", "categories")
-        for name, sub in cats.items():
-            categories[str(name)] = _category_policy(str(name), sub, default)
+        for name in cats:
+            categories[str(name)] = _category_policy(str(name), cats, name, default)
         protected: list[IPNetwork] = []
         for source, key in (("server", "addresses"), ("allowlist", "networks")):
             protected += config.section(source).networks(key)

@@ -155,6 +155,9 @@ def test_bad_policy_names_file_and_line(tmp_path):
     site.write_text("bans:\n  oops: 1\n  categories: [helo]\n")
     with pytest.raises(MilterguardError, match=f"{site}:3: field categories"):
         BanPolicy.from_config(load_config(str(site), str(tmp_path)))
+    site.write_text("bans:\n  categories:\n    helo: 5\n")
+    with pytest.raises(MilterguardError, match=f"{site}:3: field helo: must be a mapping"):
+        BanPolicy.from_config(load_config(str(site), str(tmp_path)))
 
 
 def test_hits_of_several_hosts_count_together(env, tmp_path, capsys, monkeypatch):
