@@ -113,3 +113,17 @@ def test_advisory_lock_serialises_hosts(pg_url):
     finally:
         first.close()
         second.close()
+
+
+def test_a_sqlite_site_never_loads_psycopg(tmp_path):
+    """psycopg (and libpq under it) costs ~0.1-0.3 s to import: only a
+    postgresql:// URL may load it, not every command's start."""
+    import subprocess
+    import sys
+    code = ("import sys; from milterguard.config import load_config;"
+            " from milterguard.store import db; from milterguard.store.hits import HITS_SCHEMA;"
+            f" db.open_database({str(tmp_path / 'm.db')!r}, [HITS_SCHEMA]).close();"
+            " print('psycopg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "False"
