@@ -13,13 +13,16 @@ installed `milterguard replay`, which must match samples/expected.yaml.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from typing import Iterator
 
 import pytest
@@ -100,16 +103,44 @@ def deb() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def processes_in(root: str) -> list[int]:
+    """Processes whose root directory is ``root`` (started in the chroot)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/root") == root:
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def stop_processes_in(root: str, grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL, whatever still runs in the root. The daemon's
+    wrapper cannot pass the signal on: chroot --userspec changes the
+    credentials, which clears unshare's parent-death signal."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in processes_in(root):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while processes_in(root) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def debian_root() -> Iterator[str]:
-    """A fresh Debian 12 root from the cached tarball, removed afterwards."""
+    """A fresh Debian 12 root from the cached tarball; whatever was started
+    in it is stopped, and it is removed, afterwards."""
     tarball = cached_root_tarball()
-    root = tempfile.mkdtemp(prefix="mg-root-")
+    root = os.path.realpath(tempfile.mkdtemp(prefix="mg-root-"))
     try:
         unpacked = run(["tar", "-C", root, "-xf", tarball])
         assert unpacked.returncode == 0, unpacked.stderr
         yield root
     finally:
+        stop_processes_in(root)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -173,16 +204,20 @@ def test_installed_package_checks_and_replays_samples(deb: str, debian_root: str
 
     # The installed daemon as the milterguard user, on its default socket.
     daemon = MilterProcess(
-        ["unshare", "--mount", "--fork", "--kill-child=SIGTERM", "sh", "-c",
+        ["unshare", "--mount", "--fork", "sh", "-c",
          'mount -t proc proc "$0/proc" && exec chroot --userspec=milterguard:milterguard "$0" '
          '/usr/bin/milterguard run -c /tmp/samples/demo.yaml', root],
         f"unix:{root}{SOCKET}", os.path.join(root, "tmp", "daemon.log"))
     with daemon:
+        assert processes_in(root), "the daemon should run inside the root"
         # The setgid directory gives the socket to Postfix's group.
         socket_owner = in_root(root, "stat", "-c", "%U:%G", SOCKET).stdout.strip()
         assert socket_owner == "milterguard:postfix"
         replayed = in_root(root, "milterguard", "replay", "--socket", f"unix:{SOCKET}",
                            "--expect", "/tmp/samples/expected.yaml", "/tmp/samples")
+        # Stopped from inside (see stop_processes_in); the wrapper then ends.
+        stop_processes_in(root)
+    assert not processes_in(root)
     assert replayed.returncode == 0, replayed.stdout[-3000:] + replayed.stderr[-3000:]
     log = daemon.log_text()
     assert f"socket=unix:{SOCKET} rules={rule_count}" in log, log[-2000:]
