@@ -27,7 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--strict", action="store_true",
                    help="lint warnings (shadowed rules, risky patterns, ...) fail the check too")
     p.add_argument("--no-dynamic", action="store_true",
-                   help="skip running regexes on adversarial texts (structural lint only)")
+                   help="warnings: skip running regexes on adversarial texts (the errors "
+                        "are always checked, as run and reloads check them)")
     p.set_defaults(func=check)
 
 
