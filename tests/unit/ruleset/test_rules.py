@@ -190,3 +190,19 @@ def test_check_names_where_the_rules_came_from(tmp_path):
     assert f"shipped rules: {shipped_rules_dir()} ({shipped} files)" in lines
     assert f"site rules: {site_dir} (1 file)" in lines
     assert f"site rules: {tmp_path}/absent (0 files, not found)" in lines
+
+
+def test_every_view_target_loads_and_nothing_else(tmp_path):
+    """The loader accepts exactly what MessageViews answers (one list)."""
+    from milterguard.content.views import MESSAGE_TARGETS, MessageViews
+    from milterguard.ruleset.rules import ENVELOPE_TARGETS, valid_target
+
+    for target in ENVELOPE_TARGETS + MESSAGE_TARGETS + (
+            "header:Subject", "header:X-Mailer:raw", "header:X-Mailer:RAW"):
+        assert valid_target(target), target
+    for target in ("bodies", "header:", "header:a b", "header:x:y", "html:raw"):
+        assert not valid_target(target), target
+    # Upper-case :RAW is read raw by the views, so the loader takes it too.
+    views = MessageViews([("X-Mailer", "=?utf-8?q?caf=C3=A9?=")], b"")
+    assert views.texts("header:X-Mailer:RAW") == ["=?utf-8?q?caf=C3=A9?="]
+    assert views.texts("header:X-Mailer") == ["café"]
