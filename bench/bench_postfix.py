@@ -14,7 +14,7 @@ and the ratios milterguard/floor and milterguard/no-milter per socket kind.
 
 A second, short part measures per-message latency with one session for the
 floor milter, a "lazy" milter that negotiates callbacks away, and
-milterguard, on both socket kinds: DESIGN.md pitfall 3 (Nagle + delayed ACK, ~40 ms a message
+milterguard, on both socket kinds: the TCP stall of HACKING.md, "What the code relies on", 1 (~40 ms a message
 on TCP) shows up there if it applies.
 
 Exits 1 if any run lost mail or a milter did not start.

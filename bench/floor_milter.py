@@ -1,7 +1,7 @@
 """A milter that does nothing: the throughput floor of pymilter + libmilter.
 
 Every callback is implemented and answers CONTINUE, and no protocol steps
-are negotiated away. That matters (DESIGN.md pitfall 3): a milter that
+are negotiated away. That matters (HACKING.md, "What the code relies on", 1): a milter that
 disables callbacks leaves Postfix's macro packets unanswered on a TCP socket
 and Nagle + delayed ACK then add ~40 ms per message. Whatever milterguard
 costs on top of this milter is milterguard's own cost.

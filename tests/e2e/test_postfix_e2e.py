@@ -3,7 +3,7 @@
 What the admin sees: the SMTP reply codes for clean mail, a refused Subject
 and a refused body phrase, Postfix's 4xx when the daemon is down
 (milter_default_action = tempfail), and one key=value log line per message.
-Both socket kinds, since they behave differently (DESIGN.md pitfall 3).
+Both socket kinds, since they behave differently (HACKING.md, "What the code relies on", 1).
 """
 
 from __future__ import annotations
