@@ -157,11 +157,14 @@ class TokenWriter:
 
 
 def load_counts(conn: Any, counts: Counts | None = None,
-                since: int = 0, batch: int = 20000) -> tuple[Counts, int]:
+                since: int = 0, batch: int = 2000) -> tuple[Counts, int]:
     """Counts (new, or ``counts`` brought up to date) and the serial they reach.
 
     One read transaction, so tokens and totals are of the same moment even
-    while a learn run writes.
+    while a learn run writes. Rows come in small batches with a pause of
+    nothing between them: the daemon loads on a thread of its own, and the
+    pause hands the GIL to the milter's threads, which would otherwise wait
+    for a whole batch to be turned into dict entries.
     """
     counts = counts if counts is not None else Counts()
     conn.execute("BEGIN")
@@ -180,6 +183,7 @@ def load_counts(conn: Any, counts: Counts | None = None,
                         table[token] = (spam << 32) | ham
                     else:
                         table.pop(token, None)
+                time.sleep(0)
             totals = dict(conn.execute("SELECT label, COUNT(*) FROM bayes_messages"
                                        " GROUP BY label").fetchall())
             counts.spam = int(totals.get("spam", 0))

@@ -27,11 +27,12 @@ MAX_TOKEN = 60
 #: Characters of body text tokenized (the start of a message says most).
 MAX_TEXT_CHARS = 100_000
 
-#: A run of non-space, without the punctuation at either end ("(word)," -> word).
-_EDGE = r"""[^\s.,;:!?"'()\[\]{}<>*_=|`~-]"""
-_WORDS = re.compile(f"{_EDGE}(?:\\S*{_EDGE})?")
+#: Punctuation stripped from either end of a word ("(word)," -> word).
+_STRIP = ".,;:!?\"'()[]{}<>*_=|`~-"
 _DIGITS = re.compile(r"\d+")
-_NUMBER = re.compile(r"\$?\d[\d,.]*")
+#: A character class first (not an optional "$"): the regex engine then
+#: skips to candidate positions instead of trying every one.
+_NUMBER = re.compile(r"[$\d][\d,.]*")
 _UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _ADDR = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
@@ -44,10 +45,10 @@ _SKIP_NAMES = ("x-milterguard", "x-spam-flag", "x-spam-score", "x-spam-status")
 
 
 def _words(text: str, prefix: str, out: set[str]) -> None:
-    # One lower() and one findall over the whole text, the punctuation at
-    # either end of a word left out by the pattern: a Python step per word
-    # less (this is most of the classifier's cost per message).
-    words = _WORDS.findall(text.lower())
+    # One lower() over the whole text, then split and strip in a
+    # comprehension: the fewest Python steps per word found (this is most
+    # of the classifier's cost per message).
+    words = [w.strip(_STRIP) for w in text.lower().split()]
     if prefix:
         out.update([prefix + w for w in words if MIN_WORD <= len(w) <= MAX_WORD])
     else:
@@ -59,6 +60,18 @@ def _words(text: str, prefix: str, out: set[str]) -> None:
             # something by its first letter and rough length only. Addresses
             # and links have their own tokens.
             out.add(f"{prefix}skip:{word[0]}{n // 10 * 10}")
+
+
+def _numbers(text: str, out: set[str]) -> None:
+    """Numbers by length (and a currency sign): "$5,000,000" and
+    "$1,250,000" say the same thing to a filter."""
+    for number in _NUMBER.findall(text):
+        if number[0] == "$" and not number[1:2].isdigit():
+            number = number[1:].lstrip(",.")     # "$" before no digit
+            if not number:
+                continue
+        digits = sum(c.isdigit() for c in number)
+        out.add(f"num:{'$' if number[0] == '$' else ''}{digits}")
 
 
 def _shape(value: str) -> str:
@@ -159,11 +172,7 @@ def body_tokens(views: MessageViews, out: set[str]) -> None:
         if budget <= 0:
             break
         _words(text[:budget], "", out)
-        # Numbers by length (and a currency sign): "$5,000,000" and
-        # "$1,250,000" say the same thing to a filter.
-        for number in _NUMBER.findall(text[:budget]):
-            digits = sum(c.isdigit() for c in number)
-            out.add(f"num:{'$' if number[0] == '$' else ''}{digits}")
+        _numbers(text[:budget], out)
         budget -= len(text)
     hosts = views.texts("url-hosts")
     for host in hosts:
