@@ -10,6 +10,8 @@
 #   make demo    run the daemon on the shipped defaults, replay samples/ through it
 #   make bench   every bench/bench_*.py in turn
 #   make fuzz [FUZZ_SECONDS=300]   property-based fuzzing (tests/fuzz), random examples
+#   make soak [SOAK_MINUTES=10 SOAK_SESSIONS=50]   the daemon under load through real
+#                Postfix, then kill -9 and SIGTERM under load (bench/soak.py; not in make test)
 #   make eval CORPUS=DIR   rules, classifier (k-fold cross-validated) and both on a labelled corpus
 #                          (EVAL_EXCLUDE: folders left out, default mime_edge, the parser fixtures)
 
@@ -20,7 +22,7 @@ STATE := $(CURDIR)/state
 DEMO_SOCKET := unix:$(STATE)/milterguard.sock
 EVAL_EXCLUDE ?= mime_edge
 
-.PHONY: all deps deps-demo venv lint typecheck unit test demo bench eval fuzz clean
+.PHONY: all deps deps-demo venv lint typecheck unit test demo bench eval fuzz soak clean
 
 all: test
 
@@ -68,6 +70,12 @@ fuzz: deps venv
 	    HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
 	        $(VPY) -m pytest -q -p no:cacheprovider --timeout=900 tests/fuzz; \
 	done; echo "fuzz: $$round rounds, no failure"
+
+# Reads ../shared/corpus when it is there (in place), else samples/ only.
+SOAK_MINUTES ?= 10
+SOAK_SESSIONS ?= 50
+soak: deps venv
+	$(VPY) bench/soak.py --minutes $(SOAK_MINUTES) --sessions $(SOAK_SESSIONS)
 
 # The daemon runs in the background while replay talks to it; it is stopped
 # whatever replay's outcome, and replay's exit status is make's.

@@ -197,13 +197,19 @@ class DnsAuthority:
     ``servfail`` and ``silent`` are names or zones (suffix match);
     ``forward`` maps zones to (host, port) of another server; ``lists`` are
     DNSBL zones in rbldnsd's syntax (see ``ListZones``).
+    ``tlds`` exist (an SOA each), as on the Internet: the daemon's resolver
+    probes (dns.probe_names) look them up; ``tlds=()`` makes a resolver
+    that denies everything, like one without upstream.
     """
 
     def __init__(self, records: dict[str, dict[str, list[str]]],
                  servfail: Iterable[str] = (), silent: Iterable[str] = (),
                  forward: dict[str, tuple[str, int]] | None = None, ttl: int = 300,
-                 delay: float = 0.0, lists: dict[str, str] | None = None) -> None:
-        self.records = {k.lower().rstrip("."): v for k, v in records.items()}
+                 delay: float = 0.0, lists: dict[str, str] | None = None,
+                 tlds: Iterable[str] = ("com", "net", "org")) -> None:
+        self.records = {tld: {"SOA": [f"a.nic.{tld}. hostmaster.nic.{tld}. 1 3600 600 86400 300"]}
+                        for tld in tlds}
+        self.records.update({k.lower().rstrip("."): v for k, v in records.items()})
         self.lists = ListZones(lists or {})
         self.servfail = [s.lower().rstrip(".") for s in servfail]
         self.silent = [s.lower().rstrip(".") for s in silent]

@@ -3,7 +3,10 @@
 `sync` applies the ban policy to the hits store, then writes every
 configured exporter. With `--no-firewall` it only writes the files (the
 unprivileged timer does that; a root unit loads the nft batch, see
-packaging/).
+packaging/). `add` and `remove` write the exporters too, so a manual ban
+(or its lifting) reaches the firewall at once, not at the next sync. An
+exporter that fails is reported and the command exits 1; the other
+exporters still run.
 """
 
 from __future__ import annotations
@@ -36,11 +39,6 @@ def add_parser(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="bans_command", metavar="ACTION")
 
     s = sub.add_parser("sync", help="ban by policy, then write the exporters")
-    s.add_argument("--no-firewall", action="store_true",
-                   help="write the files but do not run nft/ipset")
-    s.add_argument("--netns", metavar="NAME", help="run nft inside this network namespace")
-    s.add_argument("--exporters", metavar="LIST",
-                   help=f"comma-separated, overrides bans.exporters ({','.join(KNOWN_EXPORTERS)})")
     s.add_argument("--json", action="store_true", help="print a summary as JSON")
 
     ls = sub.add_parser("list", help="show the active bans")
@@ -57,6 +55,13 @@ def add_parser(subparsers: Any) -> None:
     r.add_argument("addr")
     r.add_argument("--reason", required=True)
 
+    for sp in (s, a, r):
+        sp.add_argument("--no-firewall", action="store_true",
+                        help="write the files but do not run nft/ipset")
+        sp.add_argument("--netns", metavar="NAME", help="run nft inside this network namespace")
+        sp.add_argument("--exporters", metavar="LIST",
+                        help=f"comma-separated, overrides bans.exporters "
+                             f"({','.join(KNOWN_EXPORTERS)})")
     for sp in (s, ls, a, r):
         add_config_arguments(sp, quiet=True)
     p.set_defaults(func=run, _bans_parser=p)
@@ -80,12 +85,10 @@ def run(args: argparse.Namespace) -> int:
         conn.close()
 
 
-def _sync(args: argparse.Namespace, config: Any, engine: BanEngine) -> int:
+def _export(args: argparse.Namespace, config: Any, engine: BanEngine) -> list[Any]:
+    """Write (and load) every configured exporter from the active bans;
+    failures are printed, the results returned."""
     section = config.section("bans")
-    new = engine.sync()
-    keep = section.duration("keep_expired", "90d")
-    if keep > 0:
-        engine.prune(keep)
     now = engine.clock()
     entries = entries_from_bans(engine.active(), now)
     if args.exporters is not None:
@@ -100,15 +103,33 @@ def _sync(args: argparse.Namespace, config: Any, engine: BanEngine) -> int:
         nft_command = ["ip", "netns", "exec", args.netns, *nft_command]
     results = run_exporters(names, entries, now, section, config.state_dir,
                             load_firewall=not args.no_firewall, nft_command=nft_command)
-    summary = {"new_bans": [b.addr for b in new], "active": len(entries),
+    for r in results:
+        if r.error:
+            print(f"milterguard: exporter {r.name} failed: {r.error}", file=sys.stderr)
+    return results
+
+
+def _state(result: Any) -> str:
+    return "failed" if result.error else "loaded" if result.loaded else "written"
+
+
+def _sync(args: argparse.Namespace, config: Any, engine: BanEngine) -> int:
+    section = config.section("bans")
+    new = engine.sync()
+    keep = section.duration("keep_expired", "90d")
+    if keep > 0:
+        engine.prune(keep)
+    results = _export(args, config, engine)
+    active = len(engine.active())
+    summary = {"new_bans": [b.addr for b in new], "active": active,
                "exports": [{"name": r.name, "paths": r.paths, "loaded": r.loaded,
-                            "seconds": round(r.seconds, 3)} for r in results]}
+                            "error": r.error, "seconds": round(r.seconds, 3)} for r in results]}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"bans sync: new={len(new)} active={len(entries)} "
-              + " ".join(f"{r.name}={'loaded' if r.loaded else 'written'}" for r in results))
-    return 0
+        print(f"bans sync: new={len(new)} active={active} "
+              + " ".join(f"{r.name}={_state(r)}" for r in results))
+    return 1 if any(r.error for r in results) else 0
 
 
 def _list(args: argparse.Namespace, config: Any, engine: BanEngine) -> int:
@@ -139,13 +160,15 @@ def _add(args: argparse.Namespace, config: Any, engine: BanEngine) -> int:
     duration = parse_duration(args.time) if args.time else None
     ban = engine.add(args.addr, args.reason, duration, force=args.force)
     print(f"banned {ban.addr} until {_fmt_time(ban.expires)}")
-    return 0
+    results = _export(args, config, engine)
+    return 1 if any(r.error for r in results) else 0
 
 
 def _remove(args: argparse.Namespace, config: Any, engine: BanEngine) -> int:
     ban = engine.remove(args.addr, args.reason)
     print(f"unbanned {ban.addr}", file=sys.stdout)
-    return 0
+    results = _export(args, config, engine)
+    return 1 if any(r.error for r in results) else 0
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Any, BanEngine], int]] = {

@@ -20,7 +20,7 @@ from milterguard.cli.main import add_config_arguments
 from milterguard.config import load_config
 from milterguard.errors import MilterguardError
 from milterguard.greylist.triplets import Greylist
-from milterguard.greylist.policyd import PolicyServer, serve
+from milterguard.greylist.policyd import Exemptions, PolicyServer, serve
 from milterguard.listenaddr import parse_listen_address
 from milterguard.logsetup import LEVELS, setup_logging
 from milterguard.store.engines import describe
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise MilterguardError(f"--listen: {exc}") from None
     try:
-        server = PolicyServer(address, greylist)
+        server = PolicyServer(address, greylist, exemptions=Exemptions.from_config(config))
     except OSError as exc:
         raise MilterguardError(f"cannot listen on {address[0]}:{address[1]}: {exc}") from None
     stop = threading.Event()

@@ -21,6 +21,7 @@ import dns.resolver
 from milterguard.clientaddr import IPNetwork, client_in_networks
 from milterguard.gates.dnsbl import DnsblChecker
 from milterguard.gates.dns import DnsQuery
+from milterguard.gates.dnshealth import ProbeSettings, ResolverHealth
 from milterguard.gates.envelope import EnvelopeChecks, EnvelopeSettings, parse_envelope_address
 from milterguard.gates.helo import HeloChecks, HeloSettings
 from milterguard.gates.uribl import UriblChecker
@@ -95,9 +96,13 @@ class Gates:
                  envelope: EnvelopeChecks, dnsbl_exceptions: CheckExceptions,
                  helo_exceptions: CheckExceptions,
                  envelope_exceptions: CheckExceptions,
-                 uribl: UriblChecker | None = None) -> None:
+                 uribl: UriblChecker | None = None,
+                 health: ResolverHealth | None = None) -> None:
         self.query = query
         self.uribl = uribl
+        #: Probes of names that must exist; NXDOMAIN refusals become 4xx
+        #: while the resolver denies one (dnshealth).
+        self.health = health or ResolverHealth(query, ProbeSettings(names=()))
         self.dnsbl = dnsbl
         self.helo = helo
         self.envelope = envelope
@@ -124,9 +129,12 @@ class Gates:
                     CheckExceptions.from_section(config.section("dnsbl")),
                     CheckExceptions.from_section(config.section("helo")),
                     CheckExceptions.from_section(config.section("envelope")),
-                    UriblChecker.from_config(config, query))
+                    UriblChecker.from_config(config, query),
+                    ResolverHealth(query, ProbeSettings.from_section(config.section("dns")),
+                                   clock))
         if start:
             dnsbl.start()
+            gates.health.start()
         return gates
 
     def on_connect(self, client: ClientInfo) -> list[Finding]:
@@ -137,7 +145,7 @@ class Gates:
     def on_helo(self, client: ClientInfo) -> list[Finding]:
         if self.helo_exceptions.client(client):
             return []
-        return self.helo.check(client)
+        return self.health.adjust(self.helo.check(client))
 
     def on_mail(self, client: ClientInfo, sender: str) -> list[Finding]:
         out: list[Finding] = []
@@ -146,12 +154,12 @@ class Gates:
         if not (self.envelope_exceptions.client(client)
                 or self.envelope_exceptions.sender(sender)):
             out.extend(self.envelope.check_sender(sender))
-        return out
+        return self.health.adjust(out)
 
     def on_rcpt(self, client: ClientInfo, sender: str, rcpt: str) -> list[Finding]:
         if self.envelope_exceptions.client(client) or self.envelope_exceptions.recipient(rcpt):
             return []
-        return self.envelope.check_recipient(rcpt)
+        return self.health.adjust(self.envelope.check_recipient(rcpt))
 
     def on_message(self, views: Any) -> list[Finding]:
         """End of message: the URI blocklists, for every client (like the
@@ -166,3 +174,4 @@ class Gates:
 
     def close(self) -> None:
         self.dnsbl.close()
+        self.health.close()

@@ -26,8 +26,9 @@ import socket
 import socketserver
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
+from milterguard.clientaddr import IPNetwork, client_in_networks
 from milterguard.greylist.triplets import Greylist, GreylistResult
 
 log = logging.getLogger("milterguard.policyd")
@@ -51,7 +52,32 @@ class PolicyRequest:
     fatal: bool = False
 
 
-def policy_action(greylist: Greylist, request: PolicyRequest) -> tuple[str, GreylistResult | None]:
+@dataclass
+class Exemptions:
+    """Clients the milter never greylists, so the policy service does not
+    either (issue 12, finding 9): ``allowlist.networks`` and, with
+    ``allowlist.authenticated``, SASL-authenticated clients."""
+
+    networks: list[IPNetwork] = field(default_factory=list)
+    authenticated: bool = True
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Exemptions":
+        allow = config.section("allowlist")
+        return cls(allow.networks("networks"), bool(allow.get("authenticated", True)))
+
+    def reason(self, attrs: dict[str, str]) -> str:
+        """Why this request is exempt ("" if it is not)."""
+        if self.authenticated and attrs.get("sasl_username"):
+            return "authenticated"
+        client = attrs.get("client_address", "")
+        if client and self.networks and client_in_networks(client, self.networks):
+            return "allowlisted"
+        return ""
+
+
+def policy_action(greylist: Greylist, request: PolicyRequest,
+                  exemptions: Exemptions | None = None) -> tuple[str, GreylistResult | None]:
     """The ``action=`` value for one request.
 
     No sockets here (the server below reads and writes them), but not pure
@@ -73,6 +99,8 @@ def policy_action(greylist: Greylist, request: PolicyRequest) -> tuple[str, Grey
     client, rcpt = attrs.get("client_address", ""), attrs.get("recipient", "")
     if not client or not rcpt:
         request.errors.append("missing client_address or recipient")
+        return DUNNO, None
+    if exemptions is not None and exemptions.reason(attrs):
         return DUNNO, None
     result = greylist.decide(client, attrs.get("sender", ""), rcpt)
     if result.finding is not None and result.finding.reply is not None:
@@ -146,9 +174,11 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], greylist: Greylist,
-                 idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = IDLE_TIMEOUT,
+                 exemptions: Exemptions | None = None) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.greylist = greylist
+        self.exemptions = exemptions
         self.idle_timeout = idle_timeout
         self._counts_lock = threading.Lock()
         self.counts: dict[str, int] = {}
@@ -156,7 +186,7 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     def answer(self, request: PolicyRequest, peer: str) -> str:
         try:
-            action, result = policy_action(self.greylist, request)
+            action, result = policy_action(self.greylist, request, self.exemptions)
         except Exception as exc:  # a bug must not stop mail (logged with its traceback)
             log.exception("event=policy-error peer=%s error=%r", peer, str(exc))
             request.errors.append("internal error")
@@ -167,6 +197,11 @@ class PolicyServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
                         peer, action, "; ".join(request.errors))
         elif result is None:
             outcome = "skipped"
+            exempt = self.exemptions.reason(request.attrs) if self.exemptions else ""
+            if exempt:
+                outcome = exempt
+                log.info("event=policy peer=%s client=%s outcome=%s action=DUNNO",
+                         peer, request.attrs.get("client_address", ""), exempt)
         else:
             outcome = result.outcome
             log.info("event=policy peer=%s %s action=%s queue_id=%s",

@@ -22,13 +22,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any, Callable
 
 import Milter
 import milter
 
+from milterguard.errors import MilterguardError
 from milterguard.milter.engine import Engine
+from milterguard.milter.macroguard import macro_lists_even
 from milterguard.milter.session import INTERNAL_TEMPFAIL, Session
 from milterguard.socketspec import SocketSpec
 from milterguard.verdict import Action, Verdict
@@ -64,6 +67,39 @@ def _client_address(family: int, hostaddr: Any) -> tuple[str, int]:
     return "", 0
 
 
+class MessagesInFlight:
+    """How many messages are between MAIL FROM and their end, so a stop can
+    wait for them (SIGTERM drains instead of resetting sessions), and
+    whether new ones are still welcome."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.count = 0
+        self.closing = False
+
+    def enter(self) -> None:
+        with self._cond:
+            self.count += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self.count -= 1
+            if self.count <= 0:
+                self._cond.notify_all()
+
+    def drain(self, timeout: float) -> int:
+        """Refuse new messages, then block until none is in flight or
+        ``timeout`` passed; returns how many were still in flight."""
+        with self._cond:
+            self.closing = True
+            self._cond.wait_for(lambda: self.count <= 0, timeout)
+            return max(self.count, 0)
+
+
+IN_FLIGHT = MessagesInFlight()
+#: The answer to MAIL FROM while draining: the MTA retries later.
+SHUTTING_DOWN = ("451", "4.3.2", "Service shutting down, try again later")
+
 #: Stages that always answer "continue" and may go unanswered (unix sockets).
 NO_REPLY_STAGES = Milter.P_NR_DATA | Milter.P_NR_HDR | Milter.P_NR_BODY
 #: Also unanswered when the policy holds every connect/HELO verdict.
@@ -77,6 +113,12 @@ class MilterguardMilter(Milter.Base):  # type: ignore[misc]  # untyped base: pym
     #: P_NR_* bits to ask for when the MTA offers them; serve() sets it
     #: from the socket kind.
     no_reply_mask = 0
+    #: macroguard could not read this libmilter's struct (logged once).
+    _guard_unavailable_logged = False
+    #: Per connection (instance attributes once set): a malformed macro
+    #: packet was logged; a message is between MAIL FROM and its end.
+    _malformed_macros = False
+    _in_message = False
 
     def __init__(self) -> None:
         self.session = Session(self.engine)
@@ -99,6 +141,20 @@ class MilterguardMilter(Milter.Base):  # type: ignore[misc]  # untyped base: pym
     # -- plumbing ----------------------------------------------------------
 
     def _macros(self, names: tuple[str, ...]) -> dict[str, str]:
+        """The macros among ``names`` that the MTA sent, or none at all when
+        a macro packet was malformed (looking anything up then would crash
+        libmilter: see macroguard). Without macros the client counts as
+        unauthenticated, so a forged packet can only make checks stricter."""
+        safe = macro_lists_even(self._ctx)
+        if safe is False:
+            if not self._malformed_macros:
+                self._malformed_macros = True
+                log.warning("event=malformed-macros client=%s action=ignored "
+                            "reason=odd-number-of-strings", self.session.client.addr or "-")
+            return {}
+        if safe is None and not MilterguardMilter._guard_unavailable_logged:
+            MilterguardMilter._guard_unavailable_logged = True
+            log.warning("event=macro-guard-unavailable reason=unknown-libmilter-layout")
         out = {}
         for name in names:
             value = self.getsymval(name)
@@ -174,9 +230,26 @@ class MilterguardMilter(Milter.Base):  # type: ignore[misc]  # untyped base: pym
     def hello(self, heloname: str) -> int:
         return self._quiet("helo", Milter.P_NR_HELO, self.session.helo, heloname or "")
 
+    def _message_started(self) -> None:
+        if not self._in_message:
+            self._in_message = True
+            IN_FLIGHT.enter()
+
+    def _message_ended(self) -> None:
+        if self._in_message:
+            self._in_message = False
+            IN_FLIGHT.leave()
+
     def envfrom(self, mailfrom: str, *params: str) -> int:
-        return self._guard("mail", self.session.mail, (mailfrom or "").strip("<>"),
-                           self._macros(MAIL_MACROS))
+        if IN_FLIGHT.closing:
+            self.setreply(*SHUTTING_DOWN)
+            return TEMPFAIL
+        self._message_started()
+        answer = self._guard("mail", self.session.mail, (mailfrom or "").strip("<>"),
+                             self._macros(MAIL_MACROS))
+        if answer not in (CONTINUE, NOREPLY):
+            self._message_ended()   # refused at MAIL: no message follows
+        return answer
 
     def envrcpt(self, to: str, *params: str) -> int:
         return self._guard("rcpt", self.session.rcpt, (to or "").strip("<>"))
@@ -199,7 +272,10 @@ class MilterguardMilter(Milter.Base):  # type: ignore[misc]  # untyped base: pym
         return self._quiet("body", Milter.P_NR_BODY, self.session.body, chunk)
 
     def eom(self) -> int:
-        return self._guard("eom", self._end_of_message)
+        try:
+            return self._guard("eom", self._end_of_message)
+        finally:
+            self._message_ended()
 
     def _end_of_message(self) -> Verdict:
         result = self.session.eom(self._macros(("i",)))
@@ -217,6 +293,8 @@ class MilterguardMilter(Milter.Base):  # type: ignore[misc]  # untyped base: pym
             self.session.abort()
         except Exception:
             log.exception("event=internal-error stage=abort")
+        finally:
+            self._message_ended()
         return CONTINUE
 
     def close(self) -> int:
@@ -224,6 +302,8 @@ class MilterguardMilter(Milter.Base):  # type: ignore[misc]  # untyped base: pym
             self.session.close()
         except Exception:
             log.exception("event=internal-error stage=close")
+        finally:
+            self._message_ended()
         return CONTINUE
 
     def unknown(self, cmd: str) -> int:
@@ -259,8 +339,19 @@ def _nodelay_on_listeners() -> int:
     return count
 
 
-def serve(engine: Engine, listen: SocketSpec, timeout: int = 600) -> None:
-    """Run libmilter on ``listen`` until SIGTERM/SIGINT/SIGHUP; blocks."""
+def serve(engine: Engine, listen: SocketSpec, timeout: int = 600,
+          on_listening: Callable[[], None] | None = None) -> None:
+    """Run libmilter on ``listen`` until SIGTERM/SIGINT/SIGHUP or ``stop()``;
+    blocks.
+
+    ``timeout``: seconds libmilter waits for the MTA's next command before
+    dropping an idle session. ``on_listening`` runs once the socket exists
+    (the caller sets its owner and mode there).
+
+    libmilter ends every open session as soon as it stops (its listener
+    treats the closed socket as an error and aborts), so a graceful stop
+    drains first (``IN_FLIGHT.drain``) and calls ``stop()`` after.
+    """
     socket_spec = listen.libmilter()
     MilterguardMilter.engine = engine
     MilterguardMilter.no_reply_mask = NO_REPLY_STAGES if listen.is_unix else 0
@@ -272,10 +363,19 @@ def serve(engine: Engine, listen: SocketSpec, timeout: int = 600) -> None:
         result = open_socket(rmsock)
         if _nodelay_on_listeners():
             log.info("event=tcp-nodelay socket=%s", socket_spec)
+        if on_listening is not None:
+            on_listening()
         return result
 
     milter.opensocket = opensocket_nodelay
     try:
         Milter.runmilter("milterguard", socket_spec, timeout)
+    except milter.error as exc:   # e.g. the socket cannot be opened
+        raise MilterguardError(f"libmilter: {exc}") from None
     finally:
         milter.opensocket = open_socket
+
+
+def stop() -> None:
+    """Make ``serve`` return: libmilter closes its socket and ends sessions."""
+    milter.stop()

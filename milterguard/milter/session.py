@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from milterguard.clientaddr import client_in_networks
+from milterguard.logsetup import escape_controls
 from milterguard.smtpinfo import ClientInfo, MessageInfo
 from milterguard.verdict import (STRENGTH, Action, Finding, Hit, Reply, Verdict,
                                  clean_reply_text)
@@ -42,7 +43,9 @@ def _kv(value: object) -> str:
     text = str(value)
     if _BARE.fullmatch(text):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    # Quotes and backslashes here; control characters (CR, TAB, ESC, ...)
+    # as \xNN, the same way logsetup escapes every line.
+    return '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
 @dataclass

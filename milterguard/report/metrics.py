@@ -37,6 +37,10 @@ What is counted, and where:
   (recorded, not yet written: grows while the database is away) and
   ``milterguard_hits_dropped_total`` (lost to a full queue): read at scrape
   time from store/health.py and the hits store.
+- ``milterguard_resolver_denies_existence`` (1 while the resolver answers
+  NXDOMAIN for a ``dns.probe_names`` name) and
+  ``milterguard_dns_rejects_downgraded_total`` (refusals answered 4xx
+  meanwhile): read at scrape time from the gates' resolver health.
 
 Instrumentation is cheap: label children are cached per label tuple, and
 without a listener nothing is attached at all.
@@ -126,6 +130,16 @@ class _EngineCollector:
             yield CounterMetricFamily("milterguard_hits_dropped",
                                       "Hits lost because the in-memory queue was full",
                                       value=getattr(store, "dropped", 0))
+        resolver = getattr(getattr(self.engine, "gates", None), "health", None)
+        if resolver is not None:
+            counters = resolver.counters()
+            yield GaugeMetricFamily("milterguard_resolver_denies_existence",
+                                    "1 while the resolver answers NXDOMAIN for a probe name",
+                                    value=counters["denies_existence"])
+            yield CounterMetricFamily("milterguard_dns_rejects_downgraded",
+                                      "HELO/envelope refusals answered 4xx because the "
+                                      "resolver denies names that must exist",
+                                      value=counters["downgraded"])
 
 
 class Metrics:

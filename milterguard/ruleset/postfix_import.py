@@ -15,7 +15,9 @@ A site moving from Postfix's content checks keeps its tables' meaning:
   OK / IGNORE line excludes what it matches from the rules after it, as in
   Postfix where such a line ends the search for that input line.
 
-Actions: REJECT -> reject (reply "550 5.7.1 text"), DISCARD -> discard,
+Actions: REJECT -> reject (reply "550 5.7.1 text"; a text that starts with
+an enhanced status code keeps it, as Postfix does, and ``REJECT 4.7.1 try
+later`` becomes a tempfail "450 4.7.1 try later"), DISCARD -> discard,
 HOLD -> quarantine, WARN and INFO -> the rule in observe mode (recorded as a
 would-have-reject, never acting). PREPEND, REDIRECT, FILTER, BCC, REPLACE,
 STRIP and IGNORE change the message or its routing: those lines are listed
@@ -76,6 +78,8 @@ def logical_lines(lines: Iterable[str]) -> list[tuple[int, str]]:
 
 
 _ACTIONS = {"REJECT": "reject", "DISCARD": "discard", "HOLD": "quarantine"}
+#: A REJECT text that starts with an enhanced status code (RFC 3463).
+_STATUS = re.compile(r"([45]\.\d{1,3}\.\d{1,3})(?:\s+(.*))?$", re.S)
 _OBSERVE = ("WARN", "INFO")
 _EXCLUDE = ("DUNNO", "OK", "IGNORE")
 _NOT_CONVERTIBLE = {
@@ -189,7 +193,14 @@ def convert_table(lines: Iterable[str], *, kind: str = "header", pcre: bool = Fa
             # Exception text never goes into replies; neither do Postfix's $n substitutions.
             if re.search(r"\$(\d|\{\d)", reply_text):
                 conv.notes.append(Skipped(number, "reply uses $n substitution; kept literally", text))
-            rule["reply"] = f"550 5.7.1 {' '.join(reply_text.split())}"
+            status = _STATUS.match(reply_text)
+            if status:
+                xcode, reply_text = status.group(1), status.group(2) or "Message content rejected"
+            else:
+                xcode = "5.7.1"
+            if xcode[0] == "4":
+                rule["action"] = "tempfail"
+            rule["reply"] = f"{xcode[0]}50 {xcode} {' '.join(reply_text.split())}"
         rule["category"] = f"{kind}-regex"
         note = f" ({action_word}{': ' + action_text if action_text and action_word != 'REJECT' else ''})" \
             if action_word != "REJECT" else ""

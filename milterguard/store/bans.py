@@ -28,9 +28,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
+
 from milterguard.clientaddr import IPNetwork, network_of, parse_client_ip, parse_network
 from milterguard.store import db, engines
 from milterguard.errors import MilterguardError
+from milterguard.verdict import Action
 from milterguard.yamlsrc import LDict
 from milterguard.store.hits import HITS_SCHEMA
 
@@ -70,7 +72,13 @@ BANS_SCHEMA = db.Schema.of("bans", [
     ],
 ])
 
-DEFAULT_COUNT_ACTIONS = ("reject", "tempfail", "discard", "quarantine")
+#: Only definitive refusals count: a tempfail (4xx: greylisting, a DNS
+#: failure on our side, a policy service's "450 Greylisted") is answered to
+#: innocent first contacts and to everyone while our resolver is down, so
+#: it never earns a ban unless a category asks for it (issue 12, finding 3).
+DEFAULT_COUNT_ACTIONS = ("reject", "discard", "quarantine")
+#: What a hit's action may be, for checking count_actions.
+KNOWN_ACTIONS = tuple(action.value for action in Action)
 
 
 def network_key(net: IPNetwork) -> str:
@@ -99,6 +107,8 @@ class CategoryPolicy:
     growth: float = 2.0
     max_ban_time: float = 7 * 86400.0
     enabled: bool = True
+    #: Hit actions that count toward this category's bans.
+    count_actions: tuple[str, ...] = DEFAULT_COUNT_ACTIONS
 
     def duration(self, ban_number: int) -> float:
         """Length of the ``ban_number``-th ban (1 = first) of one offender."""
@@ -114,7 +124,8 @@ def _category_policy(name: str, parent: LDict, key: str,
         section = LDict()
     if not isinstance(section, LDict):
         raise parent.error("must be a mapping of policy settings", key)
-    known = {"find_time", "max_hits", "ban_time", "growth", "max_ban_time", "enabled"}
+    known = {"find_time", "max_hits", "ban_time", "growth", "max_ban_time", "enabled",
+             "count_actions"}
     for key in section:
         if key not in known:
             raise section.unknown_key(key, known)
@@ -127,7 +138,17 @@ def _category_policy(name: str, parent: LDict, key: str,
     # At least 1: a repeat ban is never shorter than the one before.
     values["growth"] = section.number("growth", base.growth, 1, 1000)
     values["enabled"] = section.flag("enabled", base.enabled)
+    if "count_actions" in section:
+        values["count_actions"] = _count_actions(section)
     return CategoryPolicy(**values)
+
+
+def _count_actions(section: Any) -> tuple[str, ...]:
+    actions = section.strings("count_actions")
+    if not actions or not all(a in KNOWN_ACTIONS for a in actions):
+        raise section.error("must be a non-empty list of actions out of "
+                            + ", ".join(KNOWN_ACTIONS), "count_actions")
+    return tuple(actions)
 
 
 @dataclass
@@ -144,7 +165,9 @@ class BanPolicy:
     @classmethod
     def from_config(cls, config: Any) -> "BanPolicy":
         section = config.section("bans")
-        default = _category_policy("*", section, "default", CategoryPolicy("*"))
+        actions = _count_actions(section) if "count_actions" in section else DEFAULT_COUNT_ACTIONS
+        default = _category_policy("*", section, "default",
+                                   CategoryPolicy("*", count_actions=actions))
         categories = {}
         cats = section.get("categories") or LDict()
         if not isinstance(cats, LDict):
@@ -154,8 +177,6 @@ class BanPolicy:
         protected: list[IPNetwork] = []
         for source, key in (("server", "addresses"), ("allowlist", "networks")):
             protected += config.section(source).networks(key)
-        actions = (section.strings("count_actions") if "count_actions" in section
-                   else list(DEFAULT_COUNT_ACTIONS))
         prefix = section.integer("ipv6_prefix", 64, 16, 128)
         forget = section.duration("forget_time", "30d")
         return cls(default, categories, protected, tuple(actions), prefix, forget)
@@ -254,20 +275,24 @@ class BanEngine:
 
     def _evidence(self, now: float) -> dict[tuple[str, str], _Evidence]:
         """Counting hits per (banned network, category) inside each find time."""
-        actions = list(self.policy.count_actions)
-        marks = ", ".join("?" for _ in actions)
-        base = ("SELECT client_addr, category, COUNT(*), MIN(ts), MAX(ts) FROM hits"
-                " WHERE ts > ? AND observe = 0 AND authenticated = ''"
-                f" AND action IN ({marks}) AND client_addr <> ''")
+
+        def base(actions: tuple[str, ...]) -> str:
+            marks = ", ".join("?" for _ in actions)
+            return ("SELECT client_addr, category, COUNT(*), MIN(ts), MAX(ts) FROM hits"
+                    " WHERE ts > ? AND observe = 0 AND authenticated = ''"
+                    f" AND action IN ({marks}) AND client_addr <> ''")
+
         queries: list[tuple[str, list[Any]]] = []
         named = [c for c in self.policy.categories]
         for name, pol in self.policy.categories.items():
             if pol.enabled:
-                queries.append((base + " AND category = ? GROUP BY client_addr, category",
-                                [now - pol.find_time, *actions, name]))
+                queries.append((base(pol.count_actions)
+                                + " AND category = ? GROUP BY client_addr, category",
+                                [now - pol.find_time, *pol.count_actions, name]))
         if self.policy.default.enabled:
-            sql = base
-            args: list[Any] = [now - self.policy.default.find_time, *actions]
+            default = self.policy.default
+            sql = base(default.count_actions)
+            args: list[Any] = [now - default.find_time, *default.count_actions]
             if named:
                 sql += " AND category NOT IN (" + ", ".join("?" for _ in named) + ")"
                 args += named
@@ -290,7 +315,8 @@ class BanEngine:
         return out
 
     def _recount(self, ev: _Evidence, category: str, since: float) -> _Evidence:
-        actions = list(self.policy.count_actions)
+        pol = self.policy.categories.get(category, self.policy.default)
+        actions = list(pol.count_actions)
         marks = ", ".join("?" for _ in actions)
         total, first, last = 0, None, None
         for member in sorted(ev.members):

@@ -253,6 +253,12 @@ def connect(database: str, timeout: float = 5.0, statement_timeout: float = 0.0)
     return connect_sqlite(database, timeout)
 
 
+class DatabaseOpenError(MilterguardError, sqlite3.OperationalError):
+    """The database file cannot be opened or created: a clear message for
+    the admin (not a traceback), still an sqlite3 error for code that
+    retries on those."""
+
+
 def connect_sqlite(path: str, timeout: float = 5.0) -> sqlite3.Connection:
     """Open the database file in WAL mode, creating its directory.
 
@@ -260,9 +266,14 @@ def connect_sqlite(path: str, timeout: float = 5.0) -> sqlite3.Connection:
     whichever thread asks next (one thread at a time).
     """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
-                           check_same_thread=False)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+                               check_same_thread=False)
+    except (OSError, sqlite3.OperationalError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise DatabaseOpenError(f"cannot open database {path}: {reason} (can this user "
+                                f"write to {directory}? see state_dir / --state-dir)") from None
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=%d" % int(timeout * 1000))

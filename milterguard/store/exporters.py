@@ -292,6 +292,7 @@ class ExportResult:
     paths: list[str]
     loaded: bool = False
     seconds: float = 0.0
+    error: str = ""          # this exporter failed; the others still ran
 
 
 def _path(section: Any, key: str, default: str, state_dir: str) -> str:
@@ -318,60 +319,77 @@ def run_exporters(names: Sequence[str], entries: Sequence[ExportEntry], now: flo
                   settings: Any, state_dir: str, *, load_firewall: bool = True,
                   nft_command: Sequence[str] = ("nft",),
                   run: Callable[..., Any] = subprocess.run) -> list[ExportResult]:
-    """Render, write and (for firewalls, unless told not to) load each exporter."""
-    results = []
+    """Render, write and (for firewalls, unless told not to) load each exporter.
+
+    One exporter failing (nft refusing its batch, an unwritable path) does
+    not keep the others from running: its result carries the error and the
+    caller reports it (issue 12, finding 9). Unknown names fail before any
+    exporter runs.
+    """
     for name in names:
         if name not in KNOWN_EXPORTERS:
             raise MilterguardError(f"unknown exporter {name!r} (known: {', '.join(KNOWN_EXPORTERS)})")
+    results = []
+    for name in names:
         sub = settings.get(name) if settings is not None else None
         sub = sub if isinstance(sub, dict) else {}
         started = time.perf_counter()
         result = ExportResult(name, [])
-        if name == "nftables":
-            path = _path(sub, "path", "{state_dir}/bans.nft", state_dir)
-            write_atomic(path, render_nftables(entries, now, str(sub.get("table", "milterguard")),
-                                               ports=ban_ports(sub)))
-            result.paths.append(path)
-            if load_firewall:
-                _load([*nft_command, "-f", path], run)
-                result.loaded = True
-        elif name == "ipset":
-            path = _path(sub, "path", "{state_dir}/bans.ipset", state_dir)
-            write_atomic(path, render_ipset(entries, now, str(sub.get("set4", "milterguard4")),
-                                            str(sub.get("set6", "milterguard6"))))
-            result.paths.append(path)
-            if load_firewall and sub.get("load", False):
-                command = list(sub.get("command", ["ipset"]))
-                _load([*command, "restore", "-file", path], run)
-                result.loaded = True
-        elif name == "rbldnsd":
-            answer = str(sub.get("answer", "127.0.0.2"))
-            test = bool(sub.get("test_entry", True))
-            path4 = _path(sub, "path", "{state_dir}/dnsbl.ip4set", state_dir)
-            path6 = _path(sub, "path6", "{state_dir}/dnsbl.ip6trie", state_dir)
-            write_atomic(path4, render_rbldnsd(entries, now, 4, answer, test))
-            write_atomic(path6, render_rbldnsd(entries, now, 6, answer, test))
-            result.paths += [path4, path6]
-        elif name == "bind":
-            path = _path(sub, "path", "{state_dir}/dnsbl.zone", state_dir)
-            zone = sub.get("zone")
-            if not isinstance(zone, str) or not zone:
-                raise MilterguardError("bans.bind.zone must name the DNSBL zone (e.g. dnsbl.example)")
-            write_atomic(path, render_bind(entries, now, zone, int(sub.get("ttl", 300)),
-                                           str(sub.get("nameserver", "localhost.")),
-                                           str(sub.get("hostmaster", "")),
-                                           str(sub.get("answer", "127.0.0.2"))))
-            result.paths.append(path)
-        elif name == "postfix":
-            path = _path(sub, "path", "{state_dir}/client_bans.cidr", state_dir)
-            write_atomic(path, render_postfix_cidr(entries, now, str(sub.get("reply", "554 5.7.1"))))
-            result.paths.append(path)
-        reload_command = sub.get("reload_command")
-        if reload_command and (load_firewall or name not in FIREWALL_EXPORTERS):
-            _load([str(c) for c in reload_command], run)
+        try:
+            _export_one(name, sub, result, entries, now, state_dir, load_firewall,
+                        nft_command, run)
+        except (MilterguardError, OSError) as exc:
+            result.error = str(exc)
         result.seconds = time.perf_counter() - started
         results.append(result)
     return results
+
+
+def _export_one(name: str, sub: Any, result: ExportResult, entries: Sequence[ExportEntry],
+                now: float, state_dir: str, load_firewall: bool,
+                nft_command: Sequence[str], run: Callable[..., Any]) -> None:
+    if name == "nftables":
+        path = _path(sub, "path", "{state_dir}/bans.nft", state_dir)
+        write_atomic(path, render_nftables(entries, now, str(sub.get("table", "milterguard")),
+                                           ports=ban_ports(sub)))
+        result.paths.append(path)
+        if load_firewall:
+            _load([*nft_command, "-f", path], run)
+            result.loaded = True
+    elif name == "ipset":
+        path = _path(sub, "path", "{state_dir}/bans.ipset", state_dir)
+        write_atomic(path, render_ipset(entries, now, str(sub.get("set4", "milterguard4")),
+                                        str(sub.get("set6", "milterguard6"))))
+        result.paths.append(path)
+        if load_firewall and sub.get("load", False):
+            command = list(sub.get("command", ["ipset"]))
+            _load([*command, "restore", "-file", path], run)
+            result.loaded = True
+    elif name == "rbldnsd":
+        answer = str(sub.get("answer", "127.0.0.2"))
+        test = bool(sub.get("test_entry", True))
+        path4 = _path(sub, "path", "{state_dir}/dnsbl.ip4set", state_dir)
+        path6 = _path(sub, "path6", "{state_dir}/dnsbl.ip6trie", state_dir)
+        write_atomic(path4, render_rbldnsd(entries, now, 4, answer, test))
+        write_atomic(path6, render_rbldnsd(entries, now, 6, answer, test))
+        result.paths += [path4, path6]
+    elif name == "bind":
+        path = _path(sub, "path", "{state_dir}/dnsbl.zone", state_dir)
+        zone = sub.get("zone")
+        if not isinstance(zone, str) or not zone:
+            raise MilterguardError("bans.bind.zone must name the DNSBL zone (e.g. dnsbl.example)")
+        write_atomic(path, render_bind(entries, now, zone, int(sub.get("ttl", 300)),
+                                       str(sub.get("nameserver", "localhost.")),
+                                       str(sub.get("hostmaster", "")),
+                                       str(sub.get("answer", "127.0.0.2"))))
+        result.paths.append(path)
+    elif name == "postfix":
+        path = _path(sub, "path", "{state_dir}/client_bans.cidr", state_dir)
+        write_atomic(path, render_postfix_cidr(entries, now, str(sub.get("reply", "554 5.7.1"))))
+        result.paths.append(path)
+    reload_command = sub.get("reload_command")
+    if reload_command and (load_firewall or name not in FIREWALL_EXPORTERS):
+        _load([str(c) for c in reload_command], run)
 
 
 def _load(command: list[str], run: Callable[..., Any]) -> None:

@@ -177,6 +177,11 @@ def parse_message(prog: str, msg: str, ts: float) -> Hit | None:
     daemon = prog.rsplit("/", 1)[-1]
     rej = _REJECT.match(msg)
     if rej:
+        if daemon == "postscreen":
+            # postscreen's own reject follows the line that said which test
+            # the client failed (DNSBL rank, PREGREET, ...), already a hit:
+            # one event, one hit (issue 12, finding 9).
+            return None
         return _reject_hit(rej, ts, daemon)
     sasl = _SASL.match(msg)
     if sasl:
@@ -244,18 +249,28 @@ class LogScanner:
                  host: str = "") -> None:
         self.conn = conn
         self.path = path
+        # Positions are keyed on the resolved absolute path: `mail.log`,
+        # `./mail.log` and `/var/log/mail.log` are one file, read once
+        # (issue 12, finding 9). A position saved under the path as typed
+        # (before this) is still found.
+        self.key = os.path.realpath(path)
         self.clock = clock
         self.batch = batch
         self.host = host
         db.migrate(conn, [HITS_SCHEMA, LOGSCAN_SCHEMA])
 
     def _state(self) -> tuple[int, int, str] | None:
-        # This host's position; else one saved before positions had hosts.
-        rows = self.conn.execute("SELECT host, inode, file_offset, head FROM logscan_positions"
-                                 " WHERE path = ? AND host IN (?, '')",
-                                 (self.path, self.host)).fetchall()
-        rows.sort(key=lambda r: r[0] != self.host)
-        return (int(rows[0][1]), int(rows[0][2]), str(rows[0][3])) if rows else None
+        # This host's position; else one saved before positions had hosts;
+        # under the resolved path, else under the path as typed (before
+        # positions were keyed on the resolved path).
+        for key in dict.fromkeys((self.key, self.path)):
+            rows = self.conn.execute("SELECT host, inode, file_offset, head FROM logscan_positions"
+                                     " WHERE path = ? AND host IN (?, '')",
+                                     (key, self.host)).fetchall()
+            rows.sort(key=lambda r: r[0] != self.host)
+            if rows:
+                return int(rows[0][1]), int(rows[0][2]), str(rows[0][3])
+        return None
 
     def _save(self, inode: int, offset: int) -> None:
         head = _head(self.path, offset)
@@ -265,10 +280,10 @@ class LogScanner:
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host, path) DO UPDATE SET"
                 " inode = excluded.inode, file_offset = excluded.file_offset,"
                 " updated = excluded.updated, head = excluded.head",
-                (self.host, self.path, inode, offset, self.clock(), head))
+                (self.host, self.key, inode, offset, self.clock(), head))
             if self.host:
                 self.conn.execute("DELETE FROM logscan_positions WHERE host = '' AND path = ?",
-                                  (self.path,))
+                                  (self.key,))
 
     def _read_from(self, path: str, offset: int, result: ScanResult) -> int:
         """Record hits from ``path`` starting at ``offset``; returns the new offset.

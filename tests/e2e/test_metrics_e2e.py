@@ -116,7 +116,8 @@ def test_metrics_move_by_the_right_amounts(dns_auth, milterguard_factory):
 
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.run([sys.executable, "-m", "milterguard", "bans", "add", "192.0.2.99",
-                           "--reason", "metrics test", "--time", "1h", "-c", daemon.config,
+                           "--reason", "metrics test", "--time", "1h", "--no-firewall",
+                           "-c", daemon.config,
                            "--state-dir", daemon.state_dir],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -90,12 +90,13 @@ def connects(client_ns: str, source: str, port: int = PORT) -> bool:
     return sh("ip", "netns", "exec", client_ns, sys.executable, "-c", code, check=False).returncode == 0
 
 
-def bans(site: str, state: str, *args: str) -> None:
+def bans(site: str, state: str, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.run([sys.executable, "-m", "milterguard", "bans", "-c", site,
                            "--state-dir", state, *args],
-                          capture_output=True, text=True, env=env, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == expect, proc.stderr
+    return proc
 
 
 def sync(site: str, state: str, server_ns: str) -> None:
@@ -144,7 +145,9 @@ bans:
     # timeout, and the kernel removes it by itself (no sync in between),
     # while the hour-long ban stays.
     assert connects(client, SHORT_IP)
-    bans(str(site), state, "add", SHORT_IP, "--reason", "test", "--time", SHORT_BAN)
+    # (add writes and loads the exporters at once: into the test's namespace)
+    bans(str(site), state, "add", SHORT_IP, "--reason", "test", "--time", SHORT_BAN,
+         "--netns", server)
     sync(str(site), state, server)
     assert re.search(rf"{re.escape(SHORT_IP)} timeout [1-5]s", nft_set(server)), nft_set(server)
     deadline = time.monotonic() + 60      # a limit for a hung kernel, not a measurement
@@ -154,3 +157,36 @@ bans:
     assert SHORT_IP not in members, members
     assert connects(client, SHORT_IP)
     assert BANNED_IP in members and not connects(client, BANNED_IP)
+
+
+def test_manual_add_and_remove_reach_the_firewall_at_once(namespaces, tmp_path):
+    """Issue 12, finding 9: `bans add/remove` changed only the database
+    until the next sync; a failing nft load skipped the other exporters."""
+    server, client = namespaces
+    site = tmp_path / "site.yaml"
+    site.write_text(f"""
+bans:
+  exporters: [nftables, rbldnsd]
+  nftables: {{ports: [{PORT}]}}
+""")
+    state = str(tmp_path / "state")
+    os.makedirs(state)
+    assert connects(client, BANNED_IP)
+    bans(str(site), state, "add", BANNED_IP, "--reason", "by hand", "--time", "1h",
+         "--netns", server)
+    assert BANNED_IP in nft_set(server)
+    assert not connects(client, BANNED_IP)
+    with open(os.path.join(state, "dnsbl.ip4set"), encoding="utf-8") as fh:
+        assert BANNED_IP in fh.read()
+
+    bans(str(site), state, "remove", BANNED_IP, "--reason", "false alarm", "--netns", server)
+    assert BANNED_IP not in nft_set(server)
+    assert connects(client, BANNED_IP)
+
+    # nft refuses the batch (a namespace that does not exist): the
+    # rbldnsd zone is still written, the failure is reported, exit 1.
+    proc = bans(str(site), state, "add", ALLOWED_IP, "--reason", "x", "--time", "1h",
+                "--netns", server + "-missing", expect=1)
+    assert "exporter nftables failed" in proc.stderr
+    with open(os.path.join(state, "dnsbl.ip4set"), encoding="utf-8") as fh:
+        assert ALLOWED_IP in fh.read()

@@ -220,3 +220,35 @@ def test_policyd_listen_setting():
     assert read("10023").policyd_listen == ("127.0.0.1", 10023)
     with pytest.raises(ConfigError, match="site.yaml:2: field policyd_listen"):
         read("localhost:port")
+
+
+def test_sasl_users_and_allowlisted_networks_are_not_greylisted(tmp_path, clock):
+    """Issue 12, finding 9: the milter exempts them, policyd did not."""
+    from milterguard.config import load_config
+    from milterguard.greylist.policyd import Exemptions
+
+    site = tmp_path / "site.yaml"
+    site.write_text("allowlist: {networks: [203.0.113.0/24], authenticated: true}\n")
+    exemptions = Exemptions.from_config(load_config(str(site), str(tmp_path)))
+    greylist = Greylist(GreylistSettings(delay=300), str(tmp_path / "mg.db"), clock)
+    srv = PolicyServer(("127.0.0.1", 0), greylist, idle_timeout=30, exemptions=exemptions)
+    stop = threading.Event()
+    runner = threading.Thread(target=serve, args=(srv, stop), daemon=True)
+    runner.start()
+    client = Client(srv.server_address[1])
+    try:
+        assert client.ask(request_text(client="198.51.100.9", sasl_username="alice")) == \
+            "action=DUNNO"
+        assert client.ask(request_text(client="203.0.113.40")) == "action=DUNNO"
+        # Everyone else still is.
+        assert client.ask(request_text(client="198.51.100.9")).startswith(
+            "action=DEFER_IF_PERMIT")
+    finally:
+        client.close()
+        stop.set()
+        runner.join(10)
+        greylist.close()
+    assert srv.counts == {"authenticated": 1, "allowlisted": 1, "new": 1}
+    # With authenticated: false a SASL login alone does not exempt.
+    assert Exemptions([], authenticated=False).reason(
+        {"client_address": "198.51.100.9", "sasl_username": "alice"}) == ""

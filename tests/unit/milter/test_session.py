@@ -338,3 +338,32 @@ def test_held_verdict_keeps_the_strongest(engine):
     assert s.mail("a@example.com", {"i": "Q1"}).action == Action.CONTINUE
     v = s.rcpt("rcpt@example.net")
     assert (v.action, v.reply.code, v.stage) == (Action.REJECT, "554", "rcpt")
+
+
+def test_control_characters_from_the_client_never_reach_the_log_raw(engine, caplog):
+    """Issue 12, finding 9: _kv escaped only backslash, quote and LF."""
+    import io
+    import logging
+
+    from milterguard.logsetup import EscapingFormatter
+
+    caplog.set_level(logging.INFO, logger="milterguard.session")
+    helo = "evil\rforged line\tfield=x\x1b[31mred\x00\x7f\x85end"
+    s = start(engine, helo=helo)
+    message(s, BASE + [("Subject", "hello")], b"just a note\r\n")
+    [record] = [r for r in caplog.records if "stage=eom" in r.getMessage()]
+    line = record.getMessage()
+    assert 'helo="evil\\rforged line\\tfield=x\\x1b[31mred\\x00\\x7f\\x85end"' in line
+    assert not any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f for c in line)
+
+    # Every other line is escaped where all lines pass, the formatter.
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(EscapingFormatter("%(message)s"))
+    logger = logging.getLogger("milterguard.test-escape")
+    logger.addHandler(handler)
+    try:
+        logger.warning("event=x client=%s", "a\r\nb\x1bc\u2028d")
+    finally:
+        logger.removeHandler(handler)
+    assert out.getvalue() == "event=x client=a\\r\\nb\\x1bc\\u2028d\n"

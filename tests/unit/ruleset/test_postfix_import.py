@@ -147,3 +147,19 @@ def test_cli_writes_a_loadable_rule_file(tmp_path, capsys) -> None:
     loaded = yaml.safe_load((tmp_path / "b.yaml").read_text())
     assert loaded["rules"][0]["target"] == "body:raw"
     assert os.path.exists(tmp_path / "b.yaml")
+
+
+def test_reject_with_enhanced_status_code_keeps_it() -> None:
+    """Issue 12, finding 9: `REJECT 4.7.1 try again later` became
+    '550 5.7.1 4.7.1 try again later'; Postfix answers 4xx with 4.7.1."""
+    table = ["/^Subject: later/   REJECT 4.7.1 try again later",
+             "/^Subject: never/   REJECT 5.7.9 go away",
+             "/^Subject: bare/    REJECT 5.7.2"]
+    conv = convert_table(table, kind="header", source="hc")
+    later, never, bare = (by_line(conv, n) for n in (1, 2, 3))
+    assert (later["action"], later["reply"]) == ("tempfail", "450 4.7.1 try again later")
+    assert (never["action"], never["reply"]) == ("reject", "550 5.7.9 go away")
+    assert (bare["action"], bare["reply"]) == ("reject", "550 5.7.2 Message content rejected")
+    # The rules load as written (a tempfail needs a 4xx reply, a reject 5xx).
+    from milterguard.ruleset.rules import parse_rule_reply
+    assert str(parse_rule_reply(later["reply"], later["action"])) == "450 4.7.1 try again later"

@@ -182,3 +182,86 @@ def test_hits_of_several_hosts_count_together(env, tmp_path, capsys, monkeypatch
     out = capsys.readouterr().out
     assert "HOSTS" in out.splitlines()[0]
     assert "192.0.2.9" in out and "mx1.example.net,mx2.example.net" in out
+
+
+# -- only definitive refusals earn bans (issue 12, finding 3) -------------
+
+def _policy_engine(tmp_path, site_text, clock):
+    site = tmp_path / "site.yaml"
+    site.write_text(site_text)
+    config = load_config(str(site), str(tmp_path))
+    conn = db.open_database(config.database, [HITS_SCHEMA, BANS_SCHEMA])
+    return conn, BanEngine(conn, BanPolicy.from_config(config), clock=clock)
+
+
+def test_greylisting_one_message_to_six_recipients_earns_no_ban(tmp_path):
+    from milterguard.greylist.settings import GreylistSettings
+    from milterguard.greylist.triplets import Greylist
+
+    clock = Clock()
+    conn, engine = _policy_engine(tmp_path, "allowlist: {networks: []}\n", clock)
+    greylist = Greylist(GreylistSettings(enabled=True), str(tmp_path / "grey.db"), clock)
+    try:
+        hits = []
+        for n in range(6):    # first contact, six recipients: six 451s
+            finding = greylist.check("192.0.2.50", "news@example.org", f"user{n}@example.com")
+            assert finding is not None and finding.action is Action.TEMPFAIL
+            hits.append(Hit(finding.rule_id, finding.category, "rcpt", finding.action,
+                            client_addr="192.0.2.50", ts=clock.now - 1))
+        insert_hits(conn, hits)
+    finally:
+        greylist.close()
+    assert engine.sync() == []
+    conn.close()
+
+
+def test_policyd_greylisted_lines_read_back_by_logscan_earn_no_ban(tmp_path):
+    from milterguard.store.logscan import parse_line
+
+    clock = Clock()
+    conn, engine = _policy_engine(tmp_path, "allowlist: {networks: []}\n", clock)
+    line = ("Mar 10 11:59:0{n} mx postfix/smtpd[4101]: NOQUEUE: reject: RCPT from "
+            "unknown[192.0.2.51]: 450 4.2.0 <b{n}@example.com>: Recipient address rejected: "
+            "Greylisted, please retry in 300 seconds; from=<a@example.net> to=<b{n}@example.com>"
+            " proto=ESMTP helo=<host.example.net>")
+    hits = [parse_line(line.format(n=n), now=clock.now) for n in range(8)]
+    assert all(h is not None and h.action is Action.TEMPFAIL for h in hits)
+    insert_hits(conn, hits)
+    # The log lines carry their own date: move them into the find time.
+    conn.execute("UPDATE hits SET ts = ?", (clock.now - 1,))
+    assert engine.sync() == []
+    conn.close()
+
+
+def test_dns_failure_tempfails_earn_no_ban_but_rejects_do(tmp_path):
+    clock = Clock()
+    conn, engine = _policy_engine(tmp_path, "allowlist: {networks: []}\n", clock)
+    # Our resolver down: six retries answered 450 helo:unknown.
+    insert_hits(conn, [Hit("helo:unknown", "helo", "helo", Action.TEMPFAIL,
+                           client_addr="192.0.2.52", ts=clock.now - 1 - i) for i in range(6)])
+    insert_hits(conn, [Hit("helo:non-fqdn", "helo", "helo", Action.REJECT,
+                           client_addr="192.0.2.53", ts=clock.now - 1 - i) for i in range(6)])
+    assert addrs(engine.sync()) == ["192.0.2.53"]
+    conn.close()
+
+
+def test_count_actions_per_category(tmp_path):
+    clock = Clock()
+    conn, engine = _policy_engine(tmp_path, """
+allowlist: {networks: []}
+bans:
+  categories:
+    relay: {max_hits: 2, count_actions: [reject, tempfail]}
+""", clock)
+    for addr, category in (("192.0.2.60", "relay"), ("192.0.2.61", "helo")):
+        insert_hits(conn, [Hit("r", category, "rcpt", Action.TEMPFAIL, client_addr=addr,
+                               ts=clock.now - 1 - i) for i in range(6)])
+    assert addrs(engine.sync()) == ["192.0.2.60"]
+    conn.close()
+
+
+def test_bad_count_actions_names_the_field(tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("bans:\n  categories:\n    relay: {count_actions: [reject, bounce]}\n")
+    with pytest.raises(MilterguardError, match=r"site.yaml:3.*count_actions"):
+        BanPolicy.from_config(load_config(str(site), str(tmp_path)))

@@ -147,3 +147,30 @@ def test_position_saved_before_hosts_is_taken_over(tmp_path):
     rows = conn.execute("SELECT host FROM logscan_positions").fetchall()
     assert rows == [("mx1.example.net",)]
     conn.close()
+def test_one_file_under_two_names_is_read_once(tmp_path, monkeypatch):
+    """Issue 12, finding 9: `mail.log`, then its absolute path, read twice."""
+    log = tmp_path / "mail.log"
+    log.write_text(LINES["dnsbl"] + "\n" + LINES["helo"] + "\n")
+    conn = db.open_database(str(tmp_path / "m.db"), [HITS_SCHEMA])
+    monkeypatch.chdir(tmp_path)
+    assert LogScanner(conn, "mail.log", clock=lambda: NOW).scan().hits == 2
+    assert LogScanner(conn, str(log), clock=lambda: NOW).scan().hits == 0
+    os.symlink(str(log), str(tmp_path / "maillog-link"))
+    assert LogScanner(conn, str(tmp_path / "maillog-link"), clock=lambda: NOW).scan().hits == 0
+    assert conn.execute("SELECT COUNT(*) FROM hits").fetchone()[0] == 2
+    conn.close()
+
+
+def test_postscreen_dnsbl_reject_is_one_hit():
+    """Issue 12, finding 9: the DNSBL rank line and postscreen's own reject
+    of the same client were two hits."""
+    rank = ("Mar 10 11:59:07 mx postfix/postscreen[4106]: DNSBL rank 3 for "
+            "[198.51.100.17]:52111")
+    reject = ("Mar 10 11:59:08 mx postfix/postscreen[4106]: NOQUEUE: reject: RCPT from "
+              "[198.51.100.17]:52111: 550 5.7.1 Service unavailable; client [198.51.100.17] "
+              "blocked using zen.dnsbl.example; from=<a@example.net>, to=<b@example.com>, "
+              "proto=ESMTP, helo=<host.example.net>")
+    hits = [h for h in (parse_line(rank, NOW), parse_line(reject, NOW)) if h is not None]
+    assert [(h.rule_id, h.client_addr) for h in hits] == [("postscreen.dnsbl", "198.51.100.17")]
+    # smtpd's own DNSBL rejects are still hits.
+    assert parse_line(LINES["dnsbl"], NOW).rule_id.startswith("postfix.dnsbl")
