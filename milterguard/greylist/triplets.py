@@ -152,13 +152,17 @@ class Greylist:
             self.pool = db.ConnectionPool.for_path(database, timeout=deadline)
             self.deadline = None
         self._migrated = False
-        try:
-            self._migrate()
-        except db.ERRORS as exc:
-            if not engines.is_unavailable(exc):
-                raise
-            # Start without the database: decisions fail open until it is back.
-            self.health.failed(exc)
+        # Greylisting off: the database is first touched by a decision (a
+        # reload that switches it on, or policyd), so a read-only state dir
+        # does not stop a daemon that does not greylist (issue 12, finding 9).
+        if settings.enabled:
+            try:
+                self._migrate()
+            except db.ERRORS as exc:
+                if not engines.is_unavailable(exc):
+                    raise
+                # Start without the database: decisions fail open until it is back.
+                self.health.failed(exc)
         self._cleanup_lock = threading.Lock()
         self._next_cleanup = clock() + settings.cleanup_interval
         #: Called with every decision's outcome (the daemon's metrics count

@@ -212,15 +212,10 @@ class Engine:
             policy = validate_config(config)
         # Imported here: the policy code above must not need DNS or a database.
         from milterguard.gates.gateset import Gates
-        from milterguard.greylist.settings import GreylistSettings
         from milterguard.greylist.triplets import Greylist
         from milterguard.store.hits import HitStore
         gates = Gates.from_config(config)
-        # Settings are checked either way; the database is opened only when
-        # greylisting is on (a read-only state dir must not stop a daemon
-        # that does not greylist: issue 12, finding 9).
-        grey_settings = GreylistSettings.from_section(config.section("greylist"))
-        greylist = Greylist(grey_settings, config.database) if grey_settings.enabled else None
+        greylist = Greylist.from_config(config)
         store = HitStore.from_config(config) if with_store else None
         engine = cls(policy, gates=gates, greylist=greylist, store=store,
                      config_loader=lambda: load_config(config.path, config.state_dir))
