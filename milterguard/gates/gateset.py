@@ -54,15 +54,12 @@ class CheckExceptions:
         for name in section:
             if name not in known:
                 raise section.unknown_key(name, known)
-            if not isinstance(section[name], list) or not all(
-                    isinstance(v, str) for v in section[name]):
-                raise section.error("must be a list of strings", name)
         for name in ("addresses", "networks"):
             out.networks += section.networks(name)
-        out.helo_patterns = [p.lower() for p in section.get("helo_patterns", [])]
-        out.sender_domains = [d.lower().strip(".") for d in section.get("sender_domains", [])]
+        out.helo_patterns = [p.lower() for p in section.strings("helo_patterns")]
+        out.sender_domains = [d.lower().strip(".") for d in section.strings("sender_domains")]
         out.recipient_domains = [d.lower().strip(".")
-                                 for d in section.get("recipient_domains", [])]
+                                 for d in section.strings("recipient_domains")]
         return out
 
     def client(self, client: ClientInfo) -> bool:

@@ -146,3 +146,20 @@ def test_config_errors(tmp_path, text, line, field):
         Gates.from_config(load_test_config(text, str(tmp_path)), start=False).close()
     assert info.value.file.endswith("site.yaml")
     assert (info.value.line, info.value.field) == (line, field)
+
+
+@pytest.mark.parametrize("body, line, field, words", [
+    ("    helo_patterns: '*.example'\n", 3, "helo_patterns", "list of strings"),
+    ("    networks: [192.0.2.0/24, 192.0.2.300]\n", 3, "networks", "'192.0.2.300'"),
+    ("    sender_domains: [example.org, 5]\n", 3, "sender_domains", "list of strings"),
+    ("    adresses: [192.0.2.1]\n", 3, "adresses", "addresses"),
+])
+def test_bad_exceptions_name_file_line_and_field(body, line, field, words):
+    from milterguard.gates.gateset import CheckExceptions
+    from milterguard.yamlsrc import load_yaml_text
+    helo = load_yaml_text("helo:\n  exceptions:\n" + body, "site.yaml")["helo"]
+    with pytest.raises(ConfigError) as info:
+        CheckExceptions.from_section(helo)
+    err = info.value
+    assert (err.file, err.line, err.field) == ("site.yaml", line, field)
+    assert words in str(err)
