@@ -9,6 +9,8 @@ their order; row ids (hits, ban events) are given anew by the destination,
 so several hosts can copy their files into one database one after the
 other. Rows whose key already exists there (a ban, a greylist triplet, a
 client network another host copied first) keep the destination's version.
+Learned tokens are one model for the site: they are copied into a database
+that has none yet, and left out (with a message) otherwise.
 Hits recorded before hosts were named get the ``--host`` name (default:
 ``server.hostname`` of the config, else the machine's name), so `bans list`
 and `stats` can tell them apart.
@@ -29,6 +31,10 @@ from milterguard.errors import MilterguardError
 
 #: Rows per INSERT batch (one transaction each).
 BATCH = 2000
+
+#: The classifier's learned counts: one model for the site, not rows per
+#: host, and its serial (bayes_serial) says which tokens a daemon has read.
+MODEL_TABLES = ("bayes_tokens", "bayes_messages", "bayes_serial")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -100,14 +106,38 @@ def copy_database(source: str, target: str, host: str) -> dict[str, int]:
         tables = [r[0] for r in src.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
             " AND name <> 'schema_versions' ORDER BY name")]
+        model = _copy_model(src, dst, tables)
         for table in tables:
-            if not engines.table_exists(dst, table):
+            if not engines.table_exists(dst, table) or table in MODEL_TABLES:
                 continue
             counts[table] = _copy_table(src, dst, table, host)
+        counts.update(model)
     finally:
         src.close()
         dst.close()
     return counts
+
+
+def _copy_model(src: Any, dst: Any, tables: list[str]) -> dict[str, int]:
+    """The learned tokens, into a database that has none yet.
+
+    Counts of two models do not merge row by row (the same message learned
+    on two hosts would count twice), so a database that already learned
+    keeps its model and this file's is left out (said in the output). The
+    serial comes along, so daemons load every copied token.
+    """
+    from milterguard.store import db
+    if "bayes_tokens" not in tables:
+        return {}
+    if dst.execute("SELECT COUNT(*) FROM bayes_tokens").fetchone()[0]:
+        print("learned tokens: not copied, the destination has its own"
+              " (run `milterguard learn` there to add to them)")
+        return {}
+    copied = {table: _copy_table(src, dst, table, "") for table in MODEL_TABLES[:2]}
+    serial = src.execute("SELECT serial FROM bayes_serial WHERE id = 1").fetchone()
+    with db.transaction(dst):
+        dst.execute("UPDATE bayes_serial SET serial = ? WHERE id = 1", (serial[0] if serial else 0,))
+    return copied
 
 
 def _copy_table(src: Any, dst: Any, table: str, host: str) -> int:

@@ -77,3 +77,26 @@ def test_copy_refuses_bad_sources_clearly(args, message, pg_url, capsys):
     assert main(["db", "copy", *args, "--to", pg_url]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_copy_brings_the_learned_model_once(tmp_path, pg_url, capsys):
+    from milterguard.classifier.tokendb import TokenWriter, load_counts, open_tokendb
+    source = str(tmp_path / "milterguard.db")
+    conn = open_tokendb(source)
+    writer = TokenWriter(conn, clock=lambda: NOW)
+    writer.learn("d1", {"pill", "cheap"}, "spam")
+    writer.learn("d2", {"minutes", "meeting"}, "ham")
+    writer.commit()
+    conn.close()
+    assert main(["db", "copy", "--from", source, "--to", pg_url, "--host", "mx1"]) == 0
+    dst = db.connect(pg_url)
+    try:
+        counts, serial = load_counts(dst)          # what a daemon loads at start
+        assert set(counts.tokens) == {"pill", "cheap", "minutes", "meeting"}
+        assert (counts.spam, counts.ham) == (1, 1) and serial >= 1
+    finally:
+        dst.close()
+    capsys.readouterr()
+    # A second file's model does not pile onto the first.
+    assert main(["db", "copy", "--from", source, "--to", pg_url, "--host", "mx2"]) == 0
+    assert "learned tokens: not copied" in capsys.readouterr().out
