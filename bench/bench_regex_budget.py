@@ -52,7 +52,7 @@ def after(texts: list[str], seconds: float) -> ScanBudget:
     return budget
 
 
-def with_bystander(work) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def with_bystander(work) -> tuple[float, float]:
     """(seconds the work took, longest stall of another thread meanwhile)."""
     stop = threading.Event()
     worst = [0.0]

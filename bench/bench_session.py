@@ -32,7 +32,7 @@ from milterguard.milter.session import Session
 try:
     from milterguard.replay.message import parse_message
 except ImportError:  # bench_stages --against a revision from before replay/ was split
-    from milterguard.replay.client import parse_message  # type: ignore[no-redef]
+    from milterguard.replay.client import parse_message
 
 CONFIG = """\
 rules: {shipped: true, site: [], reload_interval: 0}

@@ -23,8 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-from milterguard import __version__  # noqa: E402
-from milterguard.cli.main import build_parser  # noqa: E402
+from milterguard import __version__
+from milterguard.cli.main import build_parser
 
 SNIPPET = os.path.join(REPO, "packaging", "postfix-main.cf.snippet")
 

@@ -45,7 +45,7 @@ def edit(path: str, text: str) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
 
 
-def wait_line(daemon, pattern: str, count: int = 1, timeout: float = 30.0) -> list[str]:  # type: ignore[no-untyped-def]
+def wait_line(daemon, pattern: str, count: int = 1, timeout: float = 30.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         lines = [ln for ln in daemon.log_text().splitlines() if re.search(pattern, ln)]
@@ -55,7 +55,7 @@ def wait_line(daemon, pattern: str, count: int = 1, timeout: float = 30.0) -> li
 
 
 def test_reload_applies_helo_settings_and_refuses_restart_only_changes(
-        e2e_dir, milterguard_factory, postfix_factory) -> None:  # type: ignore[no-untyped-def]
+        e2e_dir, milterguard_factory, postfix_factory) -> None:
     path = os.path.join(e2e_dir, "mg.yaml")
     edit(path, CONFIG.format(non_fqdn="true"))
     daemon = milterguard_factory(config_path=path, kind="unix")
