@@ -22,6 +22,7 @@ import html
 import itertools
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, strategies as st
 
 from milterguard.content.decode import decode_header_value
@@ -222,33 +223,27 @@ def test_encoded_words_in_any_charset_decode_to_text(words, tail):
 
 # -- through the session: a verdict for every message ---------------------------
 
-_ENGINE = None
-
-
-def engine():
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):  # type: ignore[no-untyped-def]
     """One engine for all examples (building it reads rule files)."""
-    global _ENGINE
-    if _ENGINE is None:
-        import tempfile
-        from milterguard.config import load_config
-        from milterguard.milter.engine import Engine, Policy
-        tmp = tempfile.mkdtemp(prefix="mg-fuzz-")
-        with open(f"{tmp}/r.yaml", "w") as fh:
-            fh.write(f"rules:\n  - id: marker\n    target: body\n    phrases: [{MARKER}]\n"
-                     "    action: reject\n")
-        with open(f"{tmp}/mg.yaml", "w") as fh:
-            fh.write(f"rules: {{shipped: true, site: [{tmp}/r.yaml]}}\n"
-                     "allowlist: {networks: []}\nmessage: {max_scan_bytes: 20000}\n")
-        _ENGINE = Engine(Policy.from_config(load_config(f"{tmp}/mg.yaml", f"{tmp}/state")))
-    return _ENGINE
+    from milterguard.config import load_config
+    from milterguard.milter.engine import Engine, Policy
+    tmp = tmp_path_factory.mktemp("fuzz-engine")
+    (tmp / "r.yaml").write_text(f"rules:\n  - id: marker\n    target: body\n"
+                                f"    phrases: [{MARKER}]\n    action: reject\n")
+    (tmp / "mg.yaml").write_text(f"rules: {{shipped: true, site: [{tmp}/r.yaml]}}\n"
+                                 "allowlist: {networks: []}\nmessage: {max_scan_bytes: 20000}\n")
+    eng = Engine(Policy.from_config(load_config(f"{tmp}/mg.yaml", f"{tmp}/state")))
+    yield eng
+    eng.close()
 
 
-@given(marked_messages(), st.integers(1, 5000))
-def test_every_message_gets_a_verdict_and_the_word_is_caught_or_reported(tree, chunk):
+@given(tree=marked_messages(), chunk=st.integers(1, 5000))
+def test_every_message_gets_a_verdict_and_the_word_is_caught_or_reported(engine, tree, chunk):
     from milterguard.milter.session import Session
     from milterguard.verdict import Action
     fields, body = render(tree)
-    s = Session(engine())
+    s = Session(engine)
     s.connect("client.example.com", "198.51.100.7", 25)
     s.helo("client.example.com")
     s.mail("a@example.com", {"i": "QF"})
