@@ -6,7 +6,7 @@ Properties, over generated messages:
   in ``decode_errors``, never raised);
 - no silent loss: a word planted in a text part, encoded the way its
   part says, is in the ``body`` view, or the views report why not
-  (``unscanned`` or ``truncated``);
+  (``unscanned``, ``truncated`` or ``decode_errors``);
 - through a Session: end of message always returns a verdict, and a
   message carrying the word is either refused by the rule on it or
   carries a ``scan:*`` finding saying what was not scanned;
@@ -207,8 +207,11 @@ def test_planted_word_is_scanned_or_the_shortfall_reported(tree, max_bytes):
     views = MessageViews(fields, body[:max_bytes], max_bytes)
     found = any(MARKER in text for text in views.texts("body"))
     cut = len(body) > max_bytes
-    assert found or views.unscanned or views.truncated or cut, \
-        f"{MARKER} lost without a report; decode_errors={views.decode_errors}"
+    # A charset that did not decode is reported too: text in UTF-16 sent
+    # through quoted-printable's CRLF line breaks is garbage from the first
+    # break on, for any reader (found by this fuzzer).
+    assert found or views.unscanned or views.truncated or views.decode_errors or cut, \
+        f"{MARKER} lost without a report"
 
 
 @given(st.lists(st.tuples(charsets, st.sampled_from("BbQq"), st.binary(max_size=60)),
@@ -259,6 +262,6 @@ def test_every_message_gets_a_verdict_and_the_word_is_caught_or_reported(engine,
     result = s.eom()
     assert result.verdict.action in tuple(Action)
     ids = {f.rule_id for _, f in s.msg.findings}
-    assert "marker" in ids or ids & {"scan:structure", "scan:truncated"}, ids
+    assert "marker" in ids or ids & {"scan:structure", "scan:truncated", "scan:decode"}, ids
     if "marker" in ids:
         assert result.verdict.action == Action.REJECT
