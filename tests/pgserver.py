@@ -19,8 +19,24 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+
+
+#: Run by the watchdog process: argv = test pid, data dir, base dir, stop command.
+_WATCHDOG = """
+import os, shutil, subprocess, sys, time
+parent, data, base, stop = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+while os.path.isdir(data):
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        subprocess.run(stop, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+        break
+    time.sleep(1)
+"""
 
 
 def _bindir() -> str:
@@ -57,6 +73,7 @@ class PostgresServer:
         self.log_path = os.path.join(self.base, "server.log")
         self._as_postgres = os.geteuid() == 0
         self._ndb = 0
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # -- processes
 
@@ -106,7 +123,26 @@ class PostgresServer:
                    " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", self.log_path,
                    "-o", options, "-w", "-t", "60", "start"])
+        self._start_watchdog()
         return self
+
+    def _start_watchdog(self) -> None:
+        """Stop and remove the cluster if this process dies without doing it.
+
+        pg_ctl detaches the server, so a test run killed from outside (a
+        `timeout`, ^C twice, SIGKILL) would leave it running for good; the
+        watchdog, in its own session, notices the test process is gone.
+        """
+        if self._watchdog is not None and self._watchdog.poll() is None:
+            return
+        argv = [os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "immediate",
+                "-w", "stop"]
+        if self._as_postgres:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), self.data, self.base, *argv],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
 
     def stop(self, mode: str = "fast") -> None:
         if os.path.exists(os.path.join(self.data, "postmaster.pid")):
@@ -116,6 +152,9 @@ class PostgresServer:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+        if self._watchdog is not None:
+            self._watchdog.terminate()
+            self._watchdog.wait(10)
 
     # -- databases
 
