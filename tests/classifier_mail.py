@@ -4,6 +4,10 @@ shared one, mixed by a seeded generator, so the tests need no corpus."""
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from milterguard.classifier.model import Counts
 
 HAM_WORDS = ("meeting agenda quarterly report budget review minutes project "
              "schedule deadline draft attached proposal committee colleague "
@@ -37,3 +41,22 @@ def write_messages(directory, kind: str, count: int, seed: int = 0) -> list:
         path.write_bytes(make_message(kind, n, seed))
         paths.append(path)
     return paths
+
+
+def tokens_of(raw: bytes) -> set[str]:
+    """The classifier's tokens of a message file, as the daemon would count them."""
+    from milterguard.classifier.tokens import tokenize
+    from milterguard.content.views import MessageViews
+    from milterguard.replay.message import parse_message
+    parsed = parse_message(raw)
+    return tokenize(MessageViews(parsed.milter_headers(), parsed.body, 1 << 20))
+
+
+def trained(n: int = 30) -> Counts:
+    """Counts learned from ``n`` ham and ``n`` spam messages of make_message."""
+    from milterguard.classifier.model import Counts
+    counts = Counts()
+    for i in range(n):
+        counts.add(tokens_of(make_message("ham", i)), "ham")
+        counts.add(tokens_of(make_message("spam", i)), "spam")
+    return counts
