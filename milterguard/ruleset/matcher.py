@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import regex
 
 from milterguard.content.fold import fold
+from milterguard.ruleset import hsscreen
 from milterguard.ruleset.budget import ScanBudget
 
 log = logging.getLogger("milterguard.matcher")
@@ -177,8 +178,24 @@ class RegexMatcher:
     them faster than any alternation.
     """
 
-    def __init__(self, patterns: Sequence[tuple[str, "regex.Pattern[str]"]]) -> None:
+    def __init__(self, patterns: Sequence[tuple[str, "regex.Pattern[str]"]],
+                 compiled: bool | None = None) -> None:
         self.patterns = list(patterns)
+        self._python_only(patterns)
+        # With Hyperscan (``compiled`` None: when importable), ASCII texts
+        # are screened in one pass and only the candidates searched here;
+        # other texts, and patterns it cannot screen, take the path above.
+        self.screen: hsscreen.HyperscanScreen | None = None
+        self.rest: RegexMatcher | None = None
+        if compiled is None:
+            compiled = hsscreen.AVAILABLE
+        if compiled and self.patterns:
+            self.screen = hsscreen.HyperscanScreen(self.patterns)
+            self.rest = RegexMatcher(self.screen.unscreened, compiled=False)
+
+    def _python_only(self, patterns: Sequence[tuple[str, "regex.Pattern[str]"]]) -> None:
+        """The pure-Python plan: literal-led and uncombinable patterns alone,
+        the rest behind one combined alternation."""
         self.solo = [p for p in self.patterns if _UNCOMBINABLE.search(p[1].pattern)]
         self.grouped = [p for p in self.patterns if p not in self.solo]
         self._ranked(self.solo + self.grouped)
@@ -223,6 +240,18 @@ class RegexMatcher:
         return out
 
     def search(self, text: str, budget: ScanBudget | None = None) -> list[Match]:
+        screen = self.screen
+        if screen is not None and text and text.isascii():
+            candidates = screen.candidates(text)
+            found = [screen.screened[i] for i in sorted(candidates)] if candidates else []
+            out = self._run(found, text, budget) if found else []
+            assert self.rest is not None
+            if self.rest.patterns:
+                out += self.rest.search(text, budget)
+            if len(out) > 1:
+                rank = self._rank
+                out.sort(key=lambda m: rank[(m.rule_id, m.phrase)])
+            return out
         out = self._run(self.solo, text, budget) if self.solo else []
         if self.combined is not None:
             try:
@@ -278,9 +307,10 @@ class TargetMatcher:
     """Everything that reads one target: its phrases and its patterns."""
 
     def __init__(self, phrases: Iterable[tuple[str, str]],
-                 patterns: Sequence[tuple[str, "regex.Pattern[str]"]]) -> None:
+                 patterns: Sequence[tuple[str, "regex.Pattern[str]"]],
+                 compiled: bool | None = None) -> None:
         self.phrases = PhraseMatcher(phrases)
-        self.regexes = RegexMatcher(patterns)
+        self.regexes = RegexMatcher(patterns, compiled)
 
     def search(self, texts: Iterable[str], budget: ScanBudget | None = None) -> list[Match]:
         """Matches in any of the texts; one per (rule, phrase or pattern).
