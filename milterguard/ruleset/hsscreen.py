@@ -33,6 +33,7 @@ false and the matcher runs the pure-Python path (the reference in tests).
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import threading
 from types import ModuleType
@@ -52,6 +53,22 @@ def _optional_hyperscan() -> ModuleType | None:
 _hs = _optional_hyperscan()
 
 AVAILABLE = _hs is not None
+
+# python-hyperscan calls the match handler through PyGILState_Ensure. In a
+# thread whose Python thread state was made by hand -- pymilter's, one per
+# milter connection on libmilter's threads -- the GILState record can be
+# another (deleted) thread state, and the daemon crashed there (segfault in
+# the handler, tests/e2e/test_greylist_e2e.py). PyGILState_Check() is true
+# exactly when the record is the running thread state, so the handler's
+# Ensure is safe; otherwise the text takes the pure-`regex` path.
+_gilstate_check = ctypes.pythonapi.PyGILState_Check
+_gilstate_check.restype = ctypes.c_int
+_gilstate_check.argtypes = []
+
+
+def safe_thread() -> bool:
+    """Whether a Hyperscan scan with a Python match handler is safe here."""
+    return bool(_gilstate_check())
 
 #: Escapes both engines read alike: classes, anchors, control characters,
 #: \xHH, back-references \1-\9, and escaped punctuation (a literal in both).

@@ -241,8 +241,19 @@ class RegexMatcher:
 
     def search(self, text: str, budget: ScanBudget | None = None) -> list[Match]:
         screen = self.screen
-        if screen is not None and text and text.isascii():
-            candidates = screen.candidates(text)
+        if screen is not None and text and text.isascii() and hsscreen.safe_thread():
+            if budget is not None:
+                # The compiled pass is regex time too: it counts against the
+                # message's budget, and once that is spent nothing runs (each
+                # pattern counted as skipped), exactly as on the pure path.
+                if budget.spent >= budget.seconds:
+                    budget.skipped += len(self.patterns)
+                    return []
+                start = budget.clock()
+                candidates = screen.candidates(text)
+                budget.spent += budget.clock() - start
+            else:
+                candidates = screen.candidates(text)
             found = [screen.screened[i] for i in sorted(candidates)] if candidates else []
             out = self._run(found, text, budget) if found else []
             assert self.rest is not None
