@@ -147,7 +147,7 @@ def write_milterguard_config(workdir: str, extra: str | None) -> str:
 
 def make_setup(variant: str, kind: str, workdir: str, mg_config: str | None,
                tag: str = "") -> Setup:
-    """A Postfix instance wired to one milter: floor, lazy or milterguard."""
+    """A Postfix instance wired to one milter: floor, lean, lazy or milterguard."""
     name = f"{variant}/{kind}"
     key = f"{tag}{variant}-{kind}"
     spec = milter_socket_spec(kind, workdir, key)
@@ -161,7 +161,7 @@ def make_setup(variant: str, kind: str, workdir: str, mg_config: str | None,
         argv = milterguard_argv(mg_config, spec, state)
     else:
         argv = [sys.executable, os.path.join(HERE, "floor_milter.py")]
-        argv += (["--lazy"] if variant == "lazy" else []) + [spec]
+        argv += ([f"--{variant}"] if variant in ("lazy", "lean") else []) + [spec]
     return Setup(name, PostfixInstance(milter_params([spec]),
                                        base_dir=os.path.join(workdir, f"pf-{key}")),
                  MilterProcess(argv, spec, log, env=env))
