@@ -60,7 +60,11 @@ AVAILABLE = _hs is not None
 # another (deleted) thread state, and the daemon crashed there (segfault in
 # the handler, tests/e2e/test_greylist_e2e.py). PyGILState_Check() is true
 # exactly when the record is the running thread state, so the handler's
-# Ensure is safe; otherwise the text takes the pure-`regex` path.
+# Ensure is safe; otherwise the text takes the pure-`regex` path. Measured
+# through real Postfix (smtp-source, 4 sessions, the newsletter of
+# bench/mail): only 252 of 2100 texts were on such a thread, so in the
+# daemon the screen does little until the scan runs without a Python
+# handler (a C match handler filling a buffer would need no GIL at all).
 _gilstate_check = ctypes.pythonapi.PyGILState_Check
 _gilstate_check.restype = ctypes.c_int
 _gilstate_check.argtypes = []
