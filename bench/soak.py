@@ -189,9 +189,10 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def daemon_lines(daemon: MilterProcess) -> dict[str, dict[str, str]]:
-    """queue_id -> fields of the daemon's one line per message (+ its time)."""
-    out = {}
+def daemon_lines(daemon: MilterProcess) -> dict[str, list[dict[str, str]]]:
+    """queue_id -> the daemon's lines for it (fields + their time). Postfix
+    reuses short queue ids over 100,000 messages, so an id may have several."""
+    out: dict[str, list[dict[str, str]]] = {}
     for line in daemon.log_text().splitlines():
         match = LOG_LINE.match(line)
         if not match:
@@ -200,14 +201,24 @@ def daemon_lines(daemon: MilterProcess) -> dict[str, dict[str, str]]:
         stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
         fields["_ts"] = str(stamp)
         if fields.get("queue_id", "-") != "-":
-            out[fields["queue_id"]] = fields
+            out.setdefault(fields["queue_id"], []).append(fields)
     return out
 
 
-def hits_by_queue_id(database: str) -> Counter:
+def line_for(lines: dict[str, list[dict[str, str]]], send: Send,
+             sender: str) -> dict[str, str] | None:
+    """The daemon's line for this send: its queue id and sender, nearest in time."""
+    found = [f for f in lines.get(send.queue_id, []) if f.get("from") == f"<{sender}>"]
+    return min(found, key=lambda f: abs(float(f["_ts"]) - send.started)) if found else None
+
+
+def hits_by_queue_id(database: str, since: float) -> Counter:
+    """Hits per queue id recorded since ``since`` (this phase only: queue ids
+    of earlier phases may come back)."""
     conn = sqlite3.connect(database)
     try:
-        return Counter(dict(conn.execute("SELECT queue_id, COUNT(*) FROM hits GROUP BY queue_id")))
+        return Counter(dict(conn.execute("SELECT queue_id, COUNT(*) FROM hits WHERE ts >= ?"
+                                         " GROUP BY queue_id", (since,))))
     finally:
         conn.close()
 
@@ -282,7 +293,7 @@ class Soak:
             sample = by_name[send.sample]
             stage, action, reply, rules = sample.expected
             if send.code == 250:
-                fields = lines.get(send.queue_id)
+                fields = line_for(lines, send, sample.sender)
                 if fields is None:
                     unchecked += 1
                     continue
@@ -333,6 +344,7 @@ class Soak:
     def stop_under_load(self, postfix: PostfixInstance, samples: list[Sample], how: str) -> None:
         print(f"== {how} under load", flush=True)
         daemon = self.start_daemon()
+        phase_started = time.time()
         phase, stop = Phase(how), threading.Event()
         threads = load(postfix.port, samples, phase, self.args.sessions, stop, 2)
         time.sleep(self.args.stop_after)
@@ -348,14 +360,16 @@ class Soak:
         for thread in threads:
             thread.join(180)
         lines = daemon_lines(daemon)
-        hits = hits_by_queue_id(os.path.join(self.state, "milterguard.db"))
-        unchecked = [s for s in phase.sends if s.code == 250 and s.queue_id not in lines]
+        hits = hits_by_queue_id(os.path.join(self.state, "milterguard.db"), phase_started)
+        by_name = {s.name: s for s in samples}
+        unchecked = [s for s in phase.sends if s.code == 250
+                     and line_for(lines, s, by_name[s.sample].sender) is None]
         after = [s for s in phase.sends if s.started > killed_at + 1.0]
         refused_after = sum(1 for s in after if s.code // 100 == 4 or s.code == -1)
         # Postfix's own 5xx (address syntax) need no milter; only a 250 would
         # be mail accepted unchecked.
         accepted_after = sum(1 for s in after if s.code == 250)
-        logged_with_hits = {q: f for q, f in lines.items() if rules_of(f)}
+        logged_with_hits = {q: f[-1] for q, f in lines.items() if any(rules_of(x) for x in f)}
         lost = {q: f for q, f in logged_with_hits.items() if hits.get(q, 0) == 0}
         ages = [killed_at - float(f["_ts"]) for f in lost.values()]
         print(f"  messages {len(phase.sends)}, after the {how}: {len(after)} "
