@@ -19,12 +19,19 @@ import sqlite3
 import stat
 import time
 
+import pytest
+
 from tests.e2e.postfix import milter_params
-from tests.e2e.test_postfix_e2e import send, site_config  # noqa: F401 (fixture)
+from tests.e2e.test_postfix_e2e import send, write_site_config
 
 from milterguard.milter import protocol as mp
 from milterguard.replay.client import MilterClient
 from milterguard.socketspec import connect as connect_spec
+
+
+@pytest.fixture
+def site_config(e2e_dir: str) -> str:
+    return write_site_config(e2e_dir)
 
 
 def odd_macro_conversation(spec: str, strings: int) -> bytes:
@@ -51,7 +58,7 @@ def odd_macro_conversation(spec: str, strings: int) -> bytes:
         sock.close()
 
 
-def test_odd_macro_packets_do_not_kill_the_daemon(site_config, milterguard_factory,  # noqa: F811
+def test_odd_macro_packets_do_not_kill_the_daemon(site_config, milterguard_factory,
                                                    postfix_factory) -> None:
     daemon = milterguard_factory(site_config, kind="unix")
     postfix = postfix_factory(milter_params([daemon.spec], default_action="tempfail"))
@@ -68,7 +75,7 @@ def test_odd_macro_packets_do_not_kill_the_daemon(site_config, milterguard_facto
     assert code == 250, text
 
 
-def test_unix_socket_is_0660_for_postfix_group(site_config, milterguard_factory) -> None:  # noqa: F811
+def test_unix_socket_is_0660_for_postfix_group(site_config, milterguard_factory) -> None:
     daemon = milterguard_factory(site_config, kind="unix")
     info = os.stat(daemon.spec[len("unix:"):])
     assert stat.S_IMODE(info.st_mode) == 0o660
@@ -83,7 +90,7 @@ def _count_hits(state_dir: str) -> int:
         conn.close()
 
 
-def _wait_log(daemon, needle: str, timeout: float = 20.0) -> list[str]:  # type: ignore[no-untyped-def]
+def _wait_log(daemon, needle: str, timeout: float = 20.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         lines = daemon.log_lines(needle)
@@ -93,7 +100,7 @@ def _wait_log(daemon, needle: str, timeout: float = 20.0) -> list[str]:  # type:
     raise AssertionError(f"no {needle!r} in daemon log:\n{daemon.log_text()[-2000:]}")
 
 
-def test_sigterm_drains_message_in_flight_and_writes_its_hit(site_config,  # noqa: F811
+def test_sigterm_drains_message_in_flight_and_writes_its_hit(site_config,
                                                                milterguard_factory) -> None:
     daemon = milterguard_factory(site_config, kind="unix")
     sock = connect_spec(daemon.spec, 20.0)

@@ -108,13 +108,19 @@ def one_log_line(daemon, queue_id: str) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def site_config(e2e_dir: str) -> str:
+def write_site_config(e2e_dir: str) -> str:
+    """The site rules in ``e2e_dir``, and the config text that loads them
+    (also the daemon trust tests' configuration)."""
     rules_dir = os.path.join(e2e_dir, "rules.d")
     os.makedirs(rules_dir)
     with open(os.path.join(rules_dir, "test.yaml"), "w", encoding="utf-8") as fh:
         fh.write(SITE_RULES)
     return CONFIG_TEMPLATE.format(rules_dir=rules_dir)
+
+
+@pytest.fixture
+def site_config(e2e_dir: str) -> str:
+    return write_site_config(e2e_dir)
 
 
 def test_private_postfix_delivers_to_discard(postfix: PostfixInstance) -> None:

@@ -227,7 +227,7 @@ def test_encoded_words_in_any_charset_decode_to_text(words, tail):
 # -- through the session: a verdict for every message ---------------------------
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):  # type: ignore[no-untyped-def]
+def engine(tmp_path_factory):
     """One engine for all examples (building it reads rule files)."""
     from milterguard.config import load_config
     from milterguard.milter.engine import Engine, Policy
