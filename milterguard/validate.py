@@ -96,9 +96,32 @@ def _logging_and_metrics(config: Config) -> None:
     config.section("metrics").listen_address("listen")
 
 
+# The daemon's own top-level keys, read as `run` reads them, one reader
+# each so that every bad key is reported at once. cli.run owns the socket
+# readers (beside the code that applies them); imported in the function,
+# not at the top, because cli.run imports this module.
+def _socket(config: Config) -> None:
+    from milterguard.cli.run import listen_spec
+    listen_spec(None, config)
+
+
+def _socket_access(config: Config) -> None:
+    from milterguard.cli.run import SocketAccess
+    SocketAccess(config)
+
+
+def _session_timeout(config: Config) -> None:
+    config.data.duration("session_timeout", 330)
+
+
+def _stop_timeout(config: Config) -> None:
+    config.data.duration("stop_timeout", 10)
+
+
 #: Every section reader besides the Policy's, each independent of the others.
 READERS: tuple[Callable[[Config], None], ...] = (
-    _dns, _helo, _envelope, _gates, _greylist, _bans, _store, _logging_and_metrics)
+    _dns, _helo, _envelope, _gates, _greylist, _bans, _store, _logging_and_metrics,
+    _socket, _socket_access, _session_timeout, _stop_timeout)
 
 
 def validate_config(config: Config) -> Any:

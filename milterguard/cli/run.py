@@ -31,7 +31,7 @@ import threading
 
 from milterguard.cli.main import add_config_arguments
 from milterguard.config import Config, load_config
-from milterguard.errors import ConfigErrors, MilterguardError
+from milterguard.errors import ConfigError, ConfigErrors, MilterguardError
 from milterguard.logsetup import setup_logging
 from milterguard.socketspec import SocketSpec, parse_socket_spec
 from milterguard.store.engines import describe
@@ -74,7 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(func=run)
 
 
-def _listen_spec(option: str | None, config: Config) -> SocketSpec:
+def listen_spec(option: str | None, config: Config) -> SocketSpec:
     """--socket, else the config's socket; a bad one is an error naming
     where it was written, before anything is started."""
     if option:
@@ -110,7 +110,9 @@ class SocketAccess:
 
     def __init__(self, config: Config) -> None:
         data = config.data
+        errors: list[ConfigError] = []   # both keys checked, so `check` lists both at once
         raw_mode = data.get("socket_mode", "0660")
+        self.mode = 0o660
         try:
             # YAML reads a bare 0660 as the number 432; "0660" stays text.
             self.mode = raw_mode if isinstance(raw_mode, int) and not isinstance(raw_mode, bool) \
@@ -118,11 +120,15 @@ class SocketAccess:
             if not 0 <= self.mode <= 0o777:
                 raise ValueError
         except ValueError:
-            raise data.error(f"not a file mode: {raw_mode!r} (use e.g. \"0660\")",
-                             "socket_mode") from None
+            errors.append(data.error(f"not a file mode: {raw_mode!r} (use e.g. \"0660\")",
+                                     "socket_mode"))
         group = data.get("socket_group", "postfix")
         if group is not None and not isinstance(group, str):
-            raise data.error("must be a group name or \"\"", "socket_group")
+            errors.append(data.error("must be a group name or \"\"", "socket_group"))
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ConfigErrors(errors)
         self.group = group or ""
 
     def umask(self) -> int:
@@ -178,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     logging_cfg = config.section("logging")
     setup_logging(args.log_level or str(logging_cfg.get("level", "info")),
                   str(logging_cfg.get("target", "stderr")))
-    listen = _listen_spec(args.socket, config)
+    listen = listen_spec(args.socket, config)
     try:
         access = SocketAccess(config)
         session_timeout = config.data.duration("session_timeout", 330)

@@ -116,6 +116,10 @@ def test_run_refuses_a_bad_socket_naming_where_it_was_written(tmp_path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert f"{cfg}:2: field socket: bad socket spec 'tcp:8894@127.0.0.1'" in res.stderr
+    # A bad --socket is refused too (over a config whose own socket is
+    # fine: a bad socket: key is a config error whatever --socket says,
+    # as `check` reports it).
+    cfg.write_text("rules: {shipped: false}\n")
     res = subprocess.run([sys.executable, "-m", "milterguard", "run", "-c", str(cfg),
                           "--state-dir", str(tmp_path / "state"), "--socket", "inet:x@y"],
                          capture_output=True, text=True, timeout=60)

@@ -33,6 +33,12 @@ BAD = {
     "bans: {exporters: [nftabels]}": ("exporters", "did you mean 'nftables'"),
     "message: {max_scan_byts: 5}": ("max_scan_byts", "did you mean 'max_scan_bytes'"),
     "logging: {level: loud}": ("level", "debug, info"),
+    # The daemon's own keys: `run` refused them, `check` said ok.
+    "socket_mode: rw-rw----": ("socket_mode", "not a file mode"),
+    "socket_group: [postfix]": ("socket_group", "group name"),
+    "session_timeout: soon": ("session_timeout", "duration"),
+    "stop_timeout: -3": ("stop_timeout", ""),
+    "socket: tcp:25": ("socket", ""),
 }
 
 
@@ -52,7 +58,12 @@ dns: {nameservers: [not-an-ip]}
 greylst: {enabled: true}
 bans: {exporters: [nftabels]}
 message: {max_scan_byts: 5}
-logging: {level: loud}"""
+logging: {level: loud}
+socket_mode: rw-rw----
+socket_group: [postfix]
+session_timeout: soon
+stop_timeout: -3
+socket: tcp:25"""
 
 
 @pytest.mark.parametrize("text", list(BAD))
