@@ -30,8 +30,10 @@ from milterguard.verdict import Finding
 
 log = logging.getLogger("milterguard.classifier")
 
-#: What a database outage raises (either engine), or a vanished file.
-_LOAD_ERRORS: tuple[type[BaseException], ...] = (*ERRORS, OSError)
+#: What a database outage raises (either engine), or a vanished file or one
+#: this user may not open: the daemon logs it and goes on, explain goes on
+#: without the counts.
+LOAD_ERRORS: tuple[type[BaseException], ...] = (*ERRORS, OSError)
 #: Clues named in a finding's detail (the log line and the hit record).
 DETAIL_CLUES = 5
 #: Auto-learned messages waiting for the writer; beyond this they are dropped.
@@ -96,7 +98,7 @@ class Classifier:
                     log.info("event=classifier-ready tokens=%d spam=%d ham=%d seconds=%.2f",
                              len(counts.tokens), counts.spam, counts.ham,
                              time.monotonic() - started)
-            except _LOAD_ERRORS as exc:   # an outage must not end the thread
+            except LOAD_ERRORS as exc:   # an outage must not end the thread
                 log.error("event=classifier-load-failed error=%r", error_text(exc))
                 if conn is not None:
                     conn.close()

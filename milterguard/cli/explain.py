@@ -343,9 +343,17 @@ def explain(args: argparse.Namespace) -> int:
     if policy.classifier.enabled and os.path.exists(config.database):
         # Only an existing database: explain must not create one in a state
         # directory it was not meant for.
-        from milterguard.classifier.runtime import Classifier
+        from milterguard.classifier.runtime import LOAD_ERRORS, Classifier
+        from milterguard.store.engines import describe, error_text
         classifier = Classifier(config.database)
-        classifier.load()
+        try:
+            classifier.load()
+        except LOAD_ERRORS as exc:
+            # A database this user may not open (the daemon's, read by an
+            # admin without rights) costs the classifier section, not the rules'.
+            print(f"milterguard: classifier counts not read from "
+                  f"{describe(config.database)}: {error_text(exc)}", file=sys.stderr)
+            classifier = None
     reports = []
     for name, raw in messages:
         report = explain_message(policy, raw, max(0, args.chars), args.all_views, classifier)

@@ -172,3 +172,18 @@ def test_trusted_as_the_session_decides(tmp_path, client, trusted):
     session = Session(Engine(pol))
     session.connect("client.example", client, 0)
     assert session.trusted is trusted
+
+
+def test_cli_goes_on_without_a_classifier_database_it_cannot_open(policy, tmp_path, capsys):
+    # Before: a database explain may not open (the daemon's, read by an
+    # admin without write rights) ended explain in a traceback. A directory
+    # in its place cannot be opened by any user, root included.
+    state = tmp_path / "state"
+    (state / "milterguard.db").mkdir(parents=True)
+    path = tmp_path / "m.eml"
+    path.write_bytes(MESSAGE)
+    status = cli_main(["explain", str(path), "-c", policy[1], "--state-dir", str(state)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "classifier counts not read from" in err
+    assert "score: 10 (tag at 5, reject at 10) -> reject" in out
