@@ -2,8 +2,8 @@
 
 Debian's rspamd (installed with apt-get when missing: `make bench` may
 install it, `make test` never needs it) runs from a copy of /etc/rspamd in
-the bench's work directory, as ../shared/DESIGN.md describes for this
-machine: no network (every module that asks DNS is off, and the resolver
+the bench's work directory, as HACKING.md ("What the code relies on", 10)
+describes: no network (every module that asks DNS is off, and the resolver
 points at a dead port so nothing waits on a real one), no Redis, a normal
 worker on 127.0.0.1 and a proxy worker in milter mode that listens on the
 unix or TCP socket Postfix is given. Actions are set so every bench message
